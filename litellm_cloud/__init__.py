@@ -1,0 +1,42 @@
+"""litellm-cloud: HeartCode's OpenAI-compatible gateway in front of its GPU fleet, built on LiteLLM.
+
+The parts: ``auth`` (who is calling), ``limits`` (tier enforcement), ``fleet`` (manifest and rendered
+configs), ``tunnel`` (reverse SSH tunnels), ``observability`` (metrics, traces), ``sim`` (stand-ins for
+the GPU servers and the key backend), ``gateway`` (wiring) and ``cli``.
+"""
+
+from ._config import Settings
+from ._errors import (
+    AuthTimeout,
+    AuthUnavailable,
+    ConcurrencyLimited,
+    ConfigError,
+    DailyQuotaExceeded,
+    GatewayError,
+    InvalidApiKey,
+    ModelNotAllowed,
+    ModelNotFound,
+    ModelUnavailable,
+    RateLimited,
+)
+from .identity import Identity, key_hash
+from .tiers import Tier, Tiers
+
+__all__ = [
+    "AuthTimeout",
+    "AuthUnavailable",
+    "ConcurrencyLimited",
+    "ConfigError",
+    "DailyQuotaExceeded",
+    "GatewayError",
+    "Identity",
+    "InvalidApiKey",
+    "ModelNotAllowed",
+    "ModelNotFound",
+    "ModelUnavailable",
+    "RateLimited",
+    "Settings",
+    "Tier",
+    "Tiers",
+    "key_hash",
+]

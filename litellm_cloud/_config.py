@@ -1,0 +1,163 @@
+"""Settings: one typed, frozen object built once from the environment and the files it names.
+
+``Settings.from_env(mapping)`` takes the mapping to read (tests pass a dict; nothing patches
+``os.environ``). Secrets are ``Secret`` values that hide themselves in ``repr`` and logs. Every setting,
+its variable and its default is listed in the README's configuration table (``litellm-cloud settings``
+prints it from ``FIELDS``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from ._errors import ConfigError
+from .fleet.manifest import Manifest, load_manifest
+from .tiers import Tiers
+
+
+class Secret:
+    """A string that does not show itself in ``repr``/``str`` (so not in logs or tracebacks)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Field:
+    """One environment variable: its name, default and meaning (for docs and ``settings``)."""
+
+    env: str
+    default: str
+    help: str
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("HEARTCODE_BACKEND_URL", "http://host.docker.internal:8000", "HeartCode key backend base URL"),
+    Field("HEARTCODE_BACKEND_TOKEN", "", "service token sent as Bearer to the backend (optional)"),
+    Field("HEARTCODE_BACKEND_TIMEOUT", "10", "seconds to wait for a key validation"),
+    Field("HEARTCODE_AUTH_CACHE_TTL", "60", "seconds a valid key is cached"),
+    Field("HEARTCODE_AUTH_NEGATIVE_TTL", "10", "seconds an invalid key is cached"),
+    Field("HEARTCODE_AUTH_STALE_GRACE", "300", "seconds a cached key keeps working while the backend is down"),
+    Field("HEARTCODE_AUTH_CACHE_SIZE", "100000", "keys held in the auth cache at most"),
+    Field("HEARTCODE_TIERS_FILE", "tiers.yaml", "tier table (limits and model access)"),
+    Field("HEARTCODE_FLEET_FILE", "fleet.yaml", "fleet manifest (model groups, aliases)"),
+    Field("HEARTCODE_LIMITS_STORAGE", "memory://", "limiter storage: memory:// or redis://host:port/db"),
+    Field("HEARTCODE_LIMITS_ON_STORAGE_ERROR", "closed", "when limiter storage fails: closed (503) or open"),
+    Field("HEARTCODE_LIMITS_SCOPE", "account", "count limits per account (user_id) or per key"),
+    Field("HEARTCODE_REDIS_URL", "", "Redis shared by replicas (key revocation); empty: this process only"),
+    Field("LITELLM_MASTER_KEY", "", "LiteLLM admin key (admin routes); keep secret"),
+    Field("LANGFUSE_PUBLIC_KEY", "", "Langfuse public key; tracing is on only when both keys are set"),
+    Field("LANGFUSE_SECRET_KEY", "", "Langfuse secret key"),
+    Field("LANGFUSE_HOST", "https://cloud.langfuse.com", "Langfuse base URL (self-hosted or cloud)"),
+    Field("HEARTCODE_METRICS_TOKEN", "", "Bearer token for /metrics; empty: master key only"),
+)
+_DEFAULTS = {f.env: f.default for f in FIELDS}
+
+
+def _get(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name)
+    return _DEFAULTS[name] if value is None or value == "" else value
+
+
+def _number(env: Mapping[str, str], name: str, *, minimum: float = 0.0) -> float:
+    raw = _get(env, name)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a number of seconds or a count") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r}: must be at least {minimum:g}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = _get(env, name).strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the gateway reads from its environment, validated, with files loaded."""
+
+    backend_url: str
+    backend_token: Secret
+    backend_timeout: float
+    auth_cache_ttl: float
+    auth_negative_ttl: float
+    auth_stale_grace: float
+    auth_cache_size: int
+    tiers: Tiers
+    fleet: Manifest
+    limits_storage: str
+    limits_on_storage_error: Literal["closed", "open"]
+    limits_scope: Literal["account", "key"]
+    redis_url: str
+    master_key: Secret
+    langfuse_public_key: Secret
+    langfuse_secret_key: Secret
+    langfuse_host: str
+    metrics_token: Secret
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    @property
+    def langfuse_enabled(self) -> bool:
+        return bool(self.langfuse_public_key) and bool(self.langfuse_secret_key)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], base_dir: Path | None = None) -> Settings:
+        """Build settings from ``env``; relative file paths resolve against ``base_dir`` (default cwd)."""
+        base = base_dir or Path.cwd()
+        backend_url = _get(env, "HEARTCODE_BACKEND_URL").rstrip("/")
+        if not backend_url.startswith(("http://", "https://")):
+            raise ConfigError(f"HEARTCODE_BACKEND_URL={backend_url!r}: expected an http:// or https:// URL")
+        storage = _get(env, "HEARTCODE_LIMITS_STORAGE")
+        if not storage.startswith(("memory://", "redis://", "rediss://")):
+            raise ConfigError(
+                f"HEARTCODE_LIMITS_STORAGE={storage!r}: unknown scheme; use memory:// (one process) "
+                "or redis://host:port/db (shared by replicas)"
+            )
+        return cls(
+            backend_url=backend_url,
+            backend_token=Secret(_get(env, "HEARTCODE_BACKEND_TOKEN")),
+            backend_timeout=_number(env, "HEARTCODE_BACKEND_TIMEOUT", minimum=0.05),
+            auth_cache_ttl=_number(env, "HEARTCODE_AUTH_CACHE_TTL"),
+            auth_negative_ttl=_number(env, "HEARTCODE_AUTH_NEGATIVE_TTL"),
+            auth_stale_grace=_number(env, "HEARTCODE_AUTH_STALE_GRACE"),
+            auth_cache_size=int(_number(env, "HEARTCODE_AUTH_CACHE_SIZE", minimum=1)),
+            tiers=Tiers.load(base / _get(env, "HEARTCODE_TIERS_FILE")),
+            fleet=load_manifest(base / _get(env, "HEARTCODE_FLEET_FILE")),
+            limits_storage=storage,
+            limits_on_storage_error=_choice(env, "HEARTCODE_LIMITS_ON_STORAGE_ERROR", ("closed", "open")),  # type: ignore[arg-type]
+            limits_scope=_choice(env, "HEARTCODE_LIMITS_SCOPE", ("account", "key")),  # type: ignore[arg-type]
+            redis_url=_get(env, "HEARTCODE_REDIS_URL"),
+            master_key=Secret(_get(env, "LITELLM_MASTER_KEY")),
+            langfuse_public_key=Secret(_get(env, "LANGFUSE_PUBLIC_KEY")),
+            langfuse_secret_key=Secret(_get(env, "LANGFUSE_SECRET_KEY")),
+            langfuse_host=_get(env, "LANGFUSE_HOST").rstrip("/"),
+            metrics_token=Secret(_get(env, "HEARTCODE_METRICS_TOKEN")),
+            base_dir=base,
+        )

@@ -1,0 +1,70 @@
+"""Fleet errors at the LiteLLM edge: when no GPU server can answer, say so clearly.
+
+LiteLLM answers a model group with every server down (or cooling down) with a 500, or a 429 that
+looks like the client's fault. Clients get ``503 model_unavailable`` with ``Retry-After`` instead; a
+client mistake the upstream reported (400, 404, 422) passes through as LiteLLM maps it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import litellm
+from fastapi import HTTPException
+from litellm.integrations.custom_logger import CustomLogger
+from litellm.proxy._types import ProxyException, UserAPIKeyAuth
+
+from .._edge import to_proxy_exception
+from .._errors import ModelUnavailable
+from .manifest import Manifest
+
+log = logging.getLogger("litellm_cloud.fleet")
+
+# Upstream failures that mean "no server could answer", not "the request was wrong".
+_UNAVAILABLE = (
+    litellm.exceptions.APIConnectionError,
+    litellm.exceptions.ServiceUnavailableError,
+    litellm.exceptions.InternalServerError,
+    litellm.exceptions.Timeout,
+    litellm.exceptions.RateLimitError,
+)
+_NO_DEPLOYMENTS = ("No deployments available", "No healthy deployment available")
+
+
+def is_fleet_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the model group could not serve (as opposed to a bad request)."""
+    if isinstance(exc, ProxyException):
+        return any(marker in exc.message for marker in _NO_DEPLOYMENTS)
+    if isinstance(exc, _UNAVAILABLE):
+        return True
+    return any(marker in str(exc) for marker in _NO_DEPLOYMENTS)
+
+
+class FleetHook(CustomLogger):
+    """Maps a fleet outage to ``503 model_unavailable``."""
+
+    def __init__(self, manifest: Manifest, retry_after: float = 5.0) -> None:
+        super().__init__()
+        self._manifest = manifest
+        self._retry_after = retry_after
+
+    async def async_post_call_failure_hook(
+        self,
+        request_data: dict,
+        original_exception: Exception,
+        user_api_key_dict: UserAPIKeyAuth,
+        traceback_str: str | None = None,
+    ) -> HTTPException | None:
+        if getattr(original_exception, "gateway_error", None) is not None:
+            return None  # ours already
+        if not is_fleet_unavailable(original_exception):
+            return None
+        requested = str(request_data.get("model") or "")
+        group = self._manifest.resolve(requested) or requested or "the requested model"
+        log.warning("model group %s unavailable: %s", group, type(original_exception).__name__)
+        return to_proxy_exception(
+            ModelUnavailable(
+                f"No GPU server of {group} can answer right now; retry shortly.",
+                retry_after=self._retry_after,
+            )
+        )

@@ -1,0 +1,250 @@
+"""The tunnel's configuration: one frozen ``TunnelConfig`` built once from a YAML file (and the fleet
+manifest), then passed in.
+
+The file names the cloud host, the key, the pinned known_hosts file and, unless ``fleet`` points at the
+fleet manifest, the forwards themselves::
+
+    host: cloud.example.com
+    port: 22
+    user: tunnel
+    identity_file: credential:tunnel-key     # $CREDENTIALS_DIRECTORY/tunnel-key (systemd LoadCredential=)
+    known_hosts: /etc/litellm-cloud/tunnel_known_hosts
+    fleet: /etc/litellm-cloud/fleet.yaml     # forwards from the manifest ...
+    forwards:                                # ... and/or listed here
+      - {name: backend, remote_port: 8000, target: "127.0.0.1:8000"}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import pydantic
+
+from .._errors import ConfigError
+from .._yaml import load_model
+
+CREDENTIAL_PREFIX = "credential:"
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """One reverse forward: the cloud host's ``remote_port`` reaches ``target_host:target_port`` here."""
+
+    name: str
+    remote_port: int
+    target_host: str
+    target_port: int
+
+
+class _ManifestForward(Protocol):
+    name: str
+    remote_port: int
+    target_host: str
+    target_port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    """Like OpenSSH's ``ServerAliveInterval``/``ServerAliveCountMax``: a dead link is noticed within
+    ``interval * count`` seconds."""
+
+    interval: float = 15.0
+    count: int = 3
+
+    @property
+    def deadline(self) -> float:
+        """Seconds without a keepalive reply after which the connection is declared dead."""
+        return self.interval * self.count
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    """Backoff settings, in seconds.
+
+    ``unreachable_*`` applies while the server refuses or drops TCP connections (cheap to retry, and
+    what brings the tunnel back within ``unreachable_cap`` plus a handshake once the server is back);
+    ``initial``/``cap`` apply to failed or dropped SSH sessions; ``auth_*`` to host-key and
+    authentication refusals, which a retry will not fix until someone changes a file.
+    """
+
+    initial: float = 0.5
+    cap: float = 30.0
+    unreachable_initial: float = 0.1
+    unreachable_cap: float = 1.0
+    auth_initial: float = 30.0
+    auth_cap: float = 600.0
+    stable_after: float = 60.0
+    forward_retry: float = 1.0
+    forward_retry_cap: float = 10.0
+    jitter: float = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelConfig:
+    """Everything the supervisor needs; built once by ``load_config``."""
+
+    host: str
+    user: str
+    identity_file: Path
+    known_hosts: Path
+    forwards: tuple[Forward, ...]
+    port: int = 22
+    bind_address: str = "127.0.0.1"
+    client_id: str = "onprem"
+    session_command: str = "litellm-tunnel session {client_id}"
+    strict: bool = False
+    connect_timeout: float = 5.0
+    target_connect_timeout: float = 5.0
+    ready_timeout: float = 30.0
+    keepalive: Keepalive = field(default_factory=Keepalive)
+    reconnect: Reconnect = field(default_factory=Reconnect)
+    status_file: Path | None = None
+
+    @property
+    def host_label(self) -> str:
+        """``host`` as known_hosts spells it: ``[host]:port`` unless the port is 22."""
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+    def command(self) -> str | None:
+        """The command run once on connect (the cloud-side helper), or ``None`` for none."""
+        text = self.session_command.strip()
+        return text.format(client_id=self.client_id) if text else None
+
+    def with_forwards(self, forwards: Iterable[Forward]) -> TunnelConfig:
+        """A copy with ``forwards`` (checked for duplicate ports and names)."""
+        return replace(self, forwards=check_forwards(tuple(forwards)))
+
+
+def forwards_from_manifest(items: Iterable[_ManifestForward]) -> list[Forward]:
+    """The one place the fleet manifest's forwards become ours."""
+    return [Forward(f.name, int(f.remote_port), f.target_host, int(f.target_port)) for f in items]
+
+
+def check_forwards(forwards: tuple[Forward, ...]) -> tuple[Forward, ...]:
+    """Refuse two forwards on one remote port (only one could win) or with one name."""
+    seen_ports: dict[int, str] = {}
+    seen_names: set[str] = set()
+    for fwd in forwards:
+        if not 0 < fwd.remote_port < 65536 or not 0 < fwd.target_port < 65536:
+            raise ConfigError(f"forward {fwd.name}: ports must be 1-65535")
+        if fwd.remote_port in seen_ports:
+            raise ConfigError(
+                f"forwards {seen_ports[fwd.remote_port]} and {fwd.name} both use remote port {fwd.remote_port}"
+            )
+        if fwd.name in seen_names:
+            raise ConfigError(f"two forwards are named {fwd.name}")
+        seen_ports[fwd.remote_port] = fwd.name
+        seen_names.add(fwd.name)
+    return forwards
+
+
+class _ForwardModel(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    name: str
+    remote_port: int = pydantic.Field(gt=0, lt=65536)
+    target: str = pydantic.Field(pattern=r"^\[?[^\s\]]+\]?:\d{1,5}$", description="host:port")
+
+    def to_forward(self) -> Forward:
+        host, _, port = self.target.rpartition(":")
+        return Forward(self.name, self.remote_port, host.strip("[]"), int(port))
+
+
+class _KeepaliveModel(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    interval: float = pydantic.Field(15.0, gt=0)
+    count: int = pydantic.Field(3, ge=1)
+
+
+class _ReconnectModel(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    initial: float = pydantic.Field(0.5, gt=0)
+    cap: float = pydantic.Field(30.0, gt=0)
+    unreachable_initial: float = pydantic.Field(0.1, gt=0)
+    unreachable_cap: float = pydantic.Field(1.0, gt=0)
+    auth_initial: float = pydantic.Field(30.0, gt=0)
+    auth_cap: float = pydantic.Field(600.0, gt=0)
+    stable_after: float = pydantic.Field(60.0, ge=0)
+    forward_retry: float = pydantic.Field(1.0, gt=0)
+    forward_retry_cap: float = pydantic.Field(10.0, gt=0)
+    jitter: float = pydantic.Field(0.2, ge=0, le=1)
+
+
+class _FileModel(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    host: str
+    port: int = pydantic.Field(22, gt=0, lt=65536)
+    user: str
+    identity_file: str
+    known_hosts: str
+    bind_address: str = "127.0.0.1"
+    client_id: str = "onprem"
+    session_command: str = "litellm-tunnel session {client_id}"
+    strict: bool = False
+    connect_timeout: float = pydantic.Field(5.0, gt=0)
+    target_connect_timeout: float = pydantic.Field(5.0, gt=0)
+    ready_timeout: float = pydantic.Field(30.0, ge=0)
+    keepalive: _KeepaliveModel = _KeepaliveModel()
+    reconnect: _ReconnectModel = _ReconnectModel()
+    status_file: str | None = None
+    fleet: str | None = None
+    forwards: list[_ForwardModel] = []
+
+
+def _resolve_path(raw: str, base: Path, env: Mapping[str, str]) -> Path:
+    if raw.startswith(CREDENTIAL_PREFIX):
+        creds = env.get("CREDENTIALS_DIRECTORY")
+        if not creds:
+            raise ConfigError(
+                f"identity_file {raw!r} names a systemd credential but CREDENTIALS_DIRECTORY is not set; "
+                "run under systemd with LoadCredential= or give a file path"
+            )
+        return Path(creds) / raw[len(CREDENTIAL_PREFIX):]
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def load_config(
+    path: Path,
+    *,
+    env: Mapping[str, str],
+    fleet: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> TunnelConfig:
+    """Build the config from ``path``; forwards come from ``fleet`` (or the file's ``fleet:``) plus the
+    file's ``forwards:``. ``env`` supplies ``CREDENTIALS_DIRECTORY``; ``overrides`` replaces fields."""
+    model = load_model(path, _FileModel)
+    base = path.resolve().parent
+    if not _CLIENT_ID.match(model.client_id):
+        raise ConfigError(f"{path}: client_id must match {_CLIENT_ID.pattern}")
+    forwards = [f.to_forward() for f in model.forwards]
+    fleet_path = fleet or (_resolve_path(model.fleet, base, env) if model.fleet else None)
+    if fleet_path is not None:
+        from ..fleet.manifest import load_manifest  # the lead's module; imported only when used
+
+        forwards = forwards_from_manifest(load_manifest(fleet_path).tunnel_forwards()) + forwards
+    if not forwards:
+        raise ConfigError(f"{path}: no forwards: list them under forwards: or point fleet: at fleet.yaml")
+    config = TunnelConfig(
+        host=model.host,
+        port=model.port,
+        user=model.user,
+        identity_file=_resolve_path(model.identity_file, base, env),
+        known_hosts=_resolve_path(model.known_hosts, base, env),
+        forwards=check_forwards(tuple(forwards)),
+        bind_address=model.bind_address,
+        client_id=model.client_id,
+        session_command=model.session_command,
+        strict=model.strict,
+        connect_timeout=model.connect_timeout,
+        target_connect_timeout=model.target_connect_timeout,
+        ready_timeout=model.ready_timeout,
+        keepalive=Keepalive(**model.keepalive.model_dump()),
+        reconnect=Reconnect(**model.reconnect.model_dump()),
+        status_file=_resolve_path(model.status_file, base, env) if model.status_file else None,
+    )
+    return replace(config, **dict(overrides)) if overrides else config
