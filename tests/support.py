@@ -179,3 +179,93 @@ class ManagedProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# --- The gateway's parts, started for real -------------------------------------------------------------
+
+FLEET_FILE = REPO / "fleet.yaml"
+
+
+class SimFleet:
+    """The GPU simulator serving every server of ``fleet.yaml`` on free loopback ports (one process)."""
+
+    def __init__(self, log_dir: Path, *, extra_args: Sequence[str] = ()) -> None:
+        from litellm_cloud.fleet import load_manifest
+
+        manifest = load_manifest(FLEET_FILE)
+        self.servers = {s.name: (g, s) for g, s in manifest.servers()}
+        ports = free_ports(len(self.servers) + 1)
+        self.admin_port = ports[0]
+        self.ports = dict(zip(self.servers, ports[1:], strict=True))
+        argv = [PYTHON, "-m", "litellm_cloud.sim", "--host", "127.0.0.1", "--admin-port", str(self.admin_port)]
+        for name, (group, _server) in self.servers.items():
+            served = manifest.groups[group].served_model
+            argv += ["--server", f"{name}={self.ports[name]}", "--model", f"{name}={served}"]
+        argv += list(extra_args)
+        self.process = ManagedProcess(
+            "sim", argv, log_dir=log_dir, ready=lambda: all(port_open(p) for p in self.ports.values())
+        )
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        """Server name -> OpenAI base URL, for ``RenderOptions.endpoints``."""
+        return {name: f"http://127.0.0.1:{port}/v1" for name, port in self.ports.items()}
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def control(self, name: str, **settings: object) -> None:
+        """Change one server's behaviour (mode=ok|error|hang|busy|crash|down, ...) through the admin port."""
+        r = httpx.post(f"http://127.0.0.1:{self.admin_port}/servers/{name}/control", json=settings, timeout=5)
+        r.raise_for_status()
+
+    def reset(self) -> None:
+        for name in self.servers:
+            self.control(name, mode="ok", error_rate=0.0)
+
+    def start(self) -> SimFleet:
+        self.process.start()
+        return self
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def render_test_config(path: Path, endpoints: Mapping[str, str], **options: object) -> Path:
+    """Render the local config pointed at ``endpoints`` with test-sized timeouts into ``path``."""
+    from litellm_cloud.fleet import RenderOptions, load_manifest, render_text
+
+    defaults: dict[str, object] = {"timeout": 5.0, "stream_timeout": 5.0, "cooldown_time": 5, "health_check_interval": 0}
+    defaults.update(options)
+    text = render_text(load_manifest(FLEET_FILE), "local", RenderOptions(endpoints=dict(endpoints), **defaults))  # type: ignore[arg-type]
+    path.write_text(text)
+    return path
+
+
+MASTER_KEY = "sk-test-master-0123456789"
+
+
+def start_proxy(
+    name: str,
+    config: Path,
+    log_dir: Path,
+    env: Mapping[str, str],
+    *,
+    port: int | None = None,
+    ready_timeout: float = 90.0,
+) -> tuple[ManagedProcess, str]:
+    """Start the real LiteLLM proxy the way production does (``litellm-cloud proxy``); returns (process, base URL).
+
+    ``env`` is added to this process's environment: set ``HEARTCODE_BACKEND_URL`` and whatever the test needs.
+    """
+    port = port or free_port()
+    base = f"http://127.0.0.1:{port}"
+    full_env = {**os.environ, "LITELLM_MASTER_KEY": MASTER_KEY, **env}
+    argv = [PYTHON, "-m", "litellm_cloud", "proxy", "--config", str(config), "--home", str(REPO),
+            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    proc = ManagedProcess(
+        name, argv, log_dir=log_dir, env=full_env, ready=http_ok(f"{base}/health/liveliness"),
+        ready_timeout=ready_timeout,
+    )
+    proc.start()
+    return proc, base
