@@ -12,6 +12,7 @@ import functools
 import os
 from dataclasses import dataclass
 
+from fastapi import APIRouter
 from litellm.integrations.custom_logger import CustomLogger
 
 from ._config import Settings
@@ -33,6 +34,16 @@ class Gateway:
     limits_hook: CustomLogger
     observability_hook: CustomLogger
 
+    def routers(self) -> list[APIRouter]:
+        """Our own HTTP routes (revocation, usage, metrics), from whichever parts define them."""
+        parts = (self.auth, self.limits_hook, self.observability_hook)
+        return [r for r in (getattr(p, "router", None) for p in parts) if isinstance(r, APIRouter)]
+
+    def mount(self, app: object) -> None:
+        """Put our routes first in LiteLLM's FastAPI app, ahead of its catch-all routes."""
+        routes = [route for router in self.routers() for route in router.routes]
+        app.router.routes[0:0] = routes  # type: ignore[attr-defined]
+
 
 def build_gateway(settings: Settings) -> Gateway:
     """Wire the gateway's parts together from ``settings``."""
@@ -52,4 +63,8 @@ def build_gateway(settings: Settings) -> Gateway:
 @functools.cache
 def gateway() -> Gateway:
     """The gateway of this process, built from ``os.environ`` on first call."""
-    return build_gateway(Settings.from_env(os.environ))
+    built = build_gateway(Settings.from_env(os.environ))
+    from litellm.proxy.proxy_server import app  # the running proxy's app; imported only inside it
+
+    built.mount(app)
+    return built
