@@ -21,7 +21,7 @@ import logging
 import socket
 import struct
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Connection(asyncio.Protocol):
         self._buf = b""
         self._transport: asyncio.Transport | None = None
         self._task: asyncio.Task[None] | None = None
-        self._keep_alive = True
+        self.keep_alive = True
         self._continue_sent = False
         self._drained: asyncio.Future[None] | None = None
         self.streaming = False
@@ -79,8 +79,7 @@ class Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         if self._registry is not None:
             self._registry.add(self)
 
@@ -116,13 +115,13 @@ class Connection(asyncio.Protocol):
             try:
                 request = self._parse()
             except _BadHttp as exc:
-                self._keep_alive = False
+                self.keep_alive = False
                 self.send(exc.status, b'{"error":{"message":"%s","type":"BadRequestError","param":null,'
                           b'"code":%d}}' % (str(exc).encode(), exc.status))
                 return
             if request is None:
                 return
-            self._keep_alive = request.keep_alive
+            self.keep_alive = request.keep_alive
             self.streaming = False
             try:
                 coro = self._handler(self, request)
@@ -202,7 +201,7 @@ class Connection(asyncio.Protocol):
         if self.streaming:
             self.abort()
         else:
-            self._keep_alive = False
+            self.keep_alive = False
             self.send(500, b'{"error":{"message":"simulator bug","type":"InternalServerError",'
                            b'"param":null,"code":500}}')
 
@@ -214,11 +213,11 @@ class Connection(asyncio.Protocol):
     def send(self, status: int, body: bytes, content_type: bytes = b"application/json",
              headers: bytes = b"") -> None:
         """A complete answer; ``headers`` are extra raw header lines."""
-        close = b"" if self._keep_alive else b"connection: close\r\n"
+        close = b"" if self.keep_alive else b"connection: close\r\n"
         self._write(b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s%s%s\r\n%s" % (
             status, REASONS.get(status, "Status").encode(), content_type, len(body), self._extra, headers,
             close, body))
-        if not self._keep_alive:
+        if not self.keep_alive:
             self.close()
 
     def send_partial(self, status: int, body: bytes, sent: int) -> None:
@@ -227,24 +226,23 @@ class Connection(asyncio.Protocol):
             status, REASONS.get(status, "Status").encode(), len(body), self._extra, body[:sent]))
 
     def start_stream(self, status: int = 200, content_type: bytes = b"text/event-stream") -> None:
-        """Begin a chunked answer; follow with ``write_chunk`` calls and ``end_stream``."""
+        """Begin a chunked answer; follow with ``write_events`` calls, the last with ``end=True``."""
         self.streaming = True
-        close = b"" if self._keep_alive else b"connection: close\r\n"
+        close = b"" if self.keep_alive else b"connection: close\r\n"
         self._write(b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncache-control: no-cache\r\n"
                     b"transfer-encoding: chunked\r\n%s%s\r\n" % (
                         status, REASONS.get(status, "Status").encode(), content_type, self._extra, close))
 
-    def write_chunk(self, data: bytes) -> None:
-        """One chunk of a streamed answer; it leaves at once."""
-        if data:
-            self._write(b"%x\r\n%s\r\n" % (len(data), data))
-
-    def end_stream(self, last: bytes = b"") -> None:
-        """Write ``last`` (if any) and the terminating chunk in one write."""
-        self._write((b"%x\r\n%s\r\n0\r\n\r\n" % (len(last), last)) if last else b"0\r\n\r\n")
-        self.streaming = False
-        if not self._keep_alive:
-            self.close()
+    def write_events(self, events: list[bytes], end: bool = False) -> None:
+        """Each of ``events`` as its own chunk, all in one write; ``end`` finishes the answer."""
+        data = b"".join([b"%x\r\n%s\r\n" % (len(e), e) for e in events if e])
+        if end:
+            data += b"0\r\n\r\n"
+        self._write(data)
+        if end:
+            self.streaming = False
+            if not self.keep_alive:
+                self.close()
 
     async def drain(self) -> None:
         """Wait while the client reads slower than we write."""
