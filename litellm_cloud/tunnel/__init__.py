@@ -1,0 +1,45 @@
+"""Reverse SSH tunnels from on-prem to the cloud host, on paramiko: the autossh replacement.
+
+``Supervisor`` keeps one SSH connection carrying every ``Forward`` (from the fleet manifest or the
+tunnel config), pins the host key, notices dead links with keepalives that want a reply, reconnects
+with backoff, and reports to systemd and a status file. ``_cli.add_parser`` wires
+``litellm-cloud tunnel``.
+"""
+
+from __future__ import annotations
+
+from .config import Forward, Keepalive, Reconnect, TunnelConfig, forwards_from_manifest, load_config
+from .errors import (
+    AuthRefused,
+    ForwardRefused,
+    HostKeyChanged,
+    HostKeyUnknown,
+    NeedsOperator,
+    SessionLost,
+    TunnelError,
+    Unreachable,
+)
+from .status import TunnelStatus, read_status, render_prometheus, render_text
+from .supervisor import Supervisor
+
+__all__ = [
+    "AuthRefused",
+    "Forward",
+    "ForwardRefused",
+    "HostKeyChanged",
+    "HostKeyUnknown",
+    "Keepalive",
+    "NeedsOperator",
+    "Reconnect",
+    "SessionLost",
+    "Supervisor",
+    "TunnelConfig",
+    "TunnelError",
+    "TunnelStatus",
+    "Unreachable",
+    "forwards_from_manifest",
+    "load_config",
+    "read_status",
+    "render_prometheus",
+    "render_text",
+]

@@ -1,0 +1,157 @@
+"""``litellm-cloud tunnel [run|status]``: parse, build the config, call the library, map errors to exit
+codes. The only place in the tunnel package that reads the process environment or installs signals.
+
+Exit codes: 0 ok; 1 ``status``: tunnel running but not every forward is up; 2 configuration error;
+3 ``status``: no running tunnel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .._errors import ConfigError
+from .config import TunnelConfig, load_config
+from .connection import load_identity
+from .errors import NeedsOperator
+from .sdnotify import Notifier
+from .status import read_status, render_prometheus, render_text
+from .supervisor import Supervisor
+
+DEFAULT_CONFIG = Path("/etc/litellm-cloud/tunnel.yaml")
+DEFAULT_STATUS_FILE = Path("/run/litellm-tunnel/status.json")
+
+EXIT_OK, EXIT_DEGRADED, EXIT_CONFIG, EXIT_NOT_RUNNING = 0, 1, 2, 3
+
+
+def _common() -> argparse.ArgumentParser:
+    # SUPPRESS: options may come before or after the action without one level clobbering the other.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+                        help=f"tunnel config file (default {DEFAULT_CONFIG})")
+    common.add_argument("--fleet", type=Path, default=argparse.SUPPRESS,
+                        help="fleet manifest (fleet.yaml) to derive the forwards from")
+    common.add_argument("--status-file", type=Path, default=argparse.SUPPRESS,
+                        help=f"status file (default: the config's status_file, else {DEFAULT_STATUS_FILE})")
+    common.add_argument("--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"])
+    return common
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``tunnel`` (actions ``run``, the default, and ``status``) on the top-level CLI."""
+    common = _common()
+    parser = subparsers.add_parser(
+        "tunnel", parents=[common], help="reverse SSH tunnels from on-prem to the cloud host",
+        description="Keep the reverse SSH tunnels to the cloud host up (replaces autossh).",
+    )
+    parser.set_defaults(func=handler, tunnel_action="run", config=DEFAULT_CONFIG, fleet=None,
+                        status_file=None, log_level="info", format="text")
+    actions = parser.add_subparsers(dest="tunnel_action", metavar="{run,status}")
+    actions.add_parser("run", parents=[common], help="run the tunnel supervisor (default)")
+    status = actions.add_parser("status", parents=[common], help="show each forward, its state and bytes")
+    status.add_argument("--format", choices=["text", "json", "prometheus"], default="text")
+
+
+def handler(args: argparse.Namespace) -> int:
+    """Run the chosen action; returns the exit code."""
+    if args.tunnel_action == "status":
+        return _status(args)
+    return _run(args)
+
+
+def _setup_logging(level: str) -> None:
+    # Under systemd the journal stamps the time itself.
+    fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else (
+        "%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr)
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
+
+
+def _load(args: argparse.Namespace) -> TunnelConfig:
+    overrides: dict[str, Any] = {}
+    if args.status_file is not None:
+        overrides["status_file"] = args.status_file
+    return load_config(args.config, env=os.environ, fleet=args.fleet, overrides=overrides)
+
+
+def _run(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level)
+    log = logging.getLogger("litellm_cloud.tunnel")
+    try:
+        config = _load(args)
+        identity = load_identity(config.identity_file)
+    except (ConfigError, NeedsOperator) as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    if config.status_file is not None:
+        config.status_file.parent.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s: closing the connection", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    notifier = Notifier.from_env(os.environ)
+    try:
+        return Supervisor(config, identity, stop=stop, notifier=notifier).run()
+    finally:
+        notifier.close()
+
+
+def _status_path(args: argparse.Namespace) -> Path:
+    if args.status_file is not None:
+        return Path(args.status_file)
+    if args.config is not None and Path(args.config).exists():
+        try:
+            config = load_config(Path(args.config), env=os.environ, fleet=args.fleet)
+        except ConfigError:
+            config = None
+        if config is not None and config.status_file is not None:
+            return config.status_file
+    return DEFAULT_STATUS_FILE
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _status(args: argparse.Namespace) -> int:
+    path = _status_path(args)
+    try:
+        snap = read_status(path)
+    except FileNotFoundError:
+        print(f"no status file at {path}: is the tunnel running?", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    except (OSError, ValueError) as exc:
+        print(f"cannot read status file {path}: {exc}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    running = snap["state"] != "stopped" and _pid_alive(int(snap["pid"]))
+    if not running and snap["state"] != "stopped":
+        snap["state"] = "stopped"
+        snap["last_error"] = f"process {snap['pid']} is gone (status file is stale)"
+    if args.format == "json":
+        print(json.dumps(snap, indent=1))
+    elif args.format == "prometheus":
+        print(render_prometheus(snap), end="")
+    else:
+        print(render_text(snap, time.time()))
+    if not running:
+        return EXIT_NOT_RUNNING
+    all_up = snap["state"] == "up" and all(f["state"] == "up" for f in snap["forwards"])
+    return EXIT_OK if all_up else EXIT_DEGRADED

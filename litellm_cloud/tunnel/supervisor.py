@@ -1,0 +1,178 @@
+"""The supervisor loop: connect, request the forwards, watch the link, reconnect with backoff.
+
+One SSH connection carries every forward. While it is up, the loop (on the main thread, so SIGTERM is
+seen at once) checks that the transport is alive, that a keepalive reply came within ``interval *
+count``, and in strict mode that no forward was refused; it also pings systemd's watchdog, updates
+STATUS and writes the status file. Anything wrong raises a ``TunnelError``; the connection is closed
+(so the cloud side frees the ports) and the loop waits as ``Backoff`` says before the next try.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import paramiko
+
+from .backoff import Backoff
+from .config import TunnelConfig
+from .connection import connect_tcp, open_connection
+from .dispatcher import Dispatcher
+from .errors import ForwardRefused, SessionLost, TunnelError
+from .forwards import ForwardRequester
+from .keepalive import Keepalive
+from .sdnotify import Notifier
+from .status import TunnelStatus, write_status
+
+log = logging.getLogger(__name__)
+
+STATUS_WRITE_INTERVAL = 1.0
+REPEAT_LOG_INTERVAL = 60.0
+
+
+class Supervisor:
+    """Keeps the tunnel up until ``stop`` is set; ``run()`` returns the process exit code."""
+
+    def __init__(
+        self,
+        config: TunnelConfig,
+        identity: paramiko.PKey,
+        *,
+        stop: threading.Event,
+        notifier: Notifier | None = None,
+        status: TunnelStatus | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.stop = stop
+        self.notifier = notifier or Notifier(None)
+        self.status = status or TunnelStatus(config.forwards, clock=wall)
+        self._clock = clock
+        self._wall = wall
+        self._rand = rand
+        self._backoff = Backoff(config.reconnect, rand)
+        self._tick_interval = min(0.25, config.keepalive.interval / 4)
+        self._started = clock()
+        self._ready_sent = False
+        self._last_watchdog = 0.0
+        self._last_write = 0.0
+        self._written_version = -1
+        self._last_logged: tuple[str, float] = ("", 0.0)
+        self._last_summary = ""
+
+    def run(self) -> int:
+        """Loop until stopped; returns 0."""
+        log.info("tunnel to %s@%s: %d forwards", self.config.user, self.config.host_label, len(self.config.forwards))
+        while not self.stop.is_set():
+            self.status.set_state("connecting")
+            try:
+                self._session()
+            except TunnelError as exc:
+                delay = self._backoff.failed(exc.kind, self._clock())
+                self.status.set_state("backoff", error=str(exc), next_attempt=self._wall() + delay)
+                self._log_failure(exc, delay)
+                self._wait(delay)
+        self.status.set_state("stopped")
+        self._write_status(force=True)
+        self.notifier.stopping()
+        log.info("tunnel stopped")
+        return 0
+
+    def _log_failure(self, exc: TunnelError, delay: float) -> None:
+        text = f"{exc}; retrying in {delay:.1f}s"
+        if exc.kind == "operator":
+            text += " (this will not fix itself: see the message)"
+        last, when = self._last_logged
+        now = self._clock()
+        # An outage retried every second must not flood the journal: repeat a message once a minute.
+        if str(exc) != last or now - when >= REPEAT_LOG_INTERVAL:
+            (log.error if exc.kind == "operator" else log.warning)("%s", text)
+            self._last_logged = (str(exc), now)
+        else:
+            log.debug("%s", text)
+
+    def _session(self) -> None:
+        sock = connect_tcp(self.config)
+        self._backoff.tcp_connected()
+        conn = open_connection(self.config, self.identity, sock)
+        self._backoff.connected(self._clock())
+        self.status.set_state("up")
+        self._last_logged = ("", 0.0)
+        log.info("connected to %s (reconnects so far: %d)", self.config.host_label,
+                 self.status.snapshot()["reconnects"])
+        dispatcher = Dispatcher(self.config.forwards, self.status,
+                                connect_timeout=self.config.target_connect_timeout)
+        requester = ForwardRequester(
+            conn.requests, self.config.forwards, dispatcher.handle, self.status,
+            bind_address=self.config.bind_address, policy=self.config.reconnect,
+            strict=self.config.strict, rand=self._rand,
+        ).start()
+        keepalive = Keepalive(conn.requests, interval=self.config.keepalive.interval,
+                              count=self.config.keepalive.count, clock=self._clock).start()
+        try:
+            while not self.stop.is_set():
+                if not conn.transport.is_active():
+                    raise SessionLost(f"connection to {self.config.host_label} lost")
+                if keepalive.overdue():
+                    raise SessionLost(
+                        f"no keepalive reply from {self.config.host_label} for {keepalive.silence():.1f}s "
+                        f"(interval {self.config.keepalive.interval:g}s x {self.config.keepalive.count})"
+                    )
+                if requester.failure:
+                    raise ForwardRefused(requester.failure)
+                self._tick()
+                self.stop.wait(self._tick_interval)
+        finally:
+            requester.stop()
+            keepalive.stop()
+            conn.close()
+
+    def _wait(self, delay: float) -> None:
+        deadline = self._clock() + delay
+        while not self.stop.is_set():
+            self._tick()
+            left = deadline - self._clock()
+            if left <= 0:
+                return
+            self.stop.wait(min(left, self._tick_interval))
+
+    def _tick(self) -> None:
+        """Housekeeping every tick: READY, STATUS, WATCHDOG, status file."""
+        now = self._clock()
+        summary = self.status.summary()
+        if not self._ready_sent:
+            up, total = self.status.forwards_up()
+            if up == total or now - self._started >= self.config.ready_timeout:
+                # READY once all forwards are up; after ready_timeout anyway, so a cloud host that is
+                # down at boot does not fail the unit's start (STATUS says what is missing).
+                self.notifier.ready(summary)
+                self._ready_sent = True
+                log.info("ready: %s", summary)
+        elif summary != self._last_summary:
+            self.notifier.status(summary)
+        if summary != self._last_summary:
+            log.info("status: %s", summary)
+            self._last_summary = summary
+        interval = self.notifier.watchdog_interval
+        if interval and now - self._last_watchdog >= interval:
+            self.notifier.watchdog()
+            self._last_watchdog = now
+        self._write_status()
+
+    def _write_status(self, force: bool = False) -> None:
+        path = self.config.status_file
+        if path is None:
+            return
+        version, now = self.status.version, self._clock()
+        if force or version != self._written_version or now - self._last_write >= STATUS_WRITE_INTERVAL:
+            try:
+                write_status(path, self.status.snapshot())
+            except OSError as exc:
+                log.warning("cannot write status file %s: %s", path, exc)
+            self._written_version, self._last_write = version, now
