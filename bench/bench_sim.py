@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support import free_ports, http_ok, wait_until  # noqa: E402
+from tests.support import free_ports, http_ok, wait_until
 
 CHAT = {"model": "heartcode-chat", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 8}
 

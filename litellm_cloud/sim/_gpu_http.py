@@ -39,7 +39,7 @@ _LINGER_RESET = struct.pack("ii", 1, 0)
 class Request:
     """One parsed request: method, path (without query), query string, lower-cased headers, body."""
 
-    __slots__ = ("method", "path", "query", "headers", "body", "keep_alive")
+    __slots__ = ("body", "headers", "keep_alive", "method", "path", "query")
 
     def __init__(self, method: str, path: str, query: str, headers: dict[str, str], body: bytes,
                  keep_alive: bool) -> None:
@@ -272,7 +272,7 @@ class Connection(asyncio.Protocol):
 
 def _dechunk(buf: bytes, pos: int) -> tuple[bytes, int] | None:
     """Decode a chunked body starting at ``pos``: ``(body, end)``, or None while incomplete."""
-    parts = []
+    parts: list[bytes] = []
     while True:
         eol = buf.find(b"\r\n", pos)
         if eol < 0:

@@ -139,7 +139,8 @@ class SimServerState:
                     conn.abort()
                     return None
             elif endpoint in _INFERENCE or (endpoint == "health" and mode == "error"):
-                return self._refuse(conn, endpoint, mode)
+                self._refuse(conn, endpoint, mode)
+                return None
         if endpoint == "chat":
             return self._chat(conn, req)
         if endpoint == "embeddings":

@@ -29,7 +29,7 @@ import random
 import signal
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Self
 
 from . import _gpu_openai as oa
 from ._gpu_config import MODES, ConfigError, SimConfig, SimServer, load_spec, parse_control
@@ -194,13 +194,13 @@ class SimHandle:
 
         try:
             self._loop.run_until_complete(main())
-        except BaseException as exc:  # handed to the starting thread
+        except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
             self._error = exc
             self._ready.set()
         finally:
             self._loop.close()
 
-    def start(self, timeout: float = 10.0) -> SimHandle:
+    def start(self, timeout: float = 10.0) -> Self:
         """Start the thread and wait until every port listens."""
         self._thread.start()
         if not self._ready.wait(timeout):
@@ -233,7 +233,7 @@ class SimHandle:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout)
 
-    def __enter__(self) -> SimHandle:
+    def __enter__(self) -> Self:
         return self if self._thread.is_alive() else self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -7,6 +7,7 @@ One simulator process serves the whole module. Fault tests use their own servers
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import math
 import socket
@@ -139,7 +140,8 @@ def test_chat_completion_shape(sim: Sim) -> None:
 
 @pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
 def test_max_tokens_cuts_with_length(sim: Sim, field: str) -> None:
-    body = chat(sim.url("gpu-1"), **{field: 5}).json()
+    extra: dict[str, Any] = {field: 5}
+    body = chat(sim.url("gpu-1"), **extra).json()
     assert body["choices"][0]["finish_reason"] == "length"
     assert body["usage"]["completion_tokens"] == 5
     assert len(body["choices"][0]["message"]["content"].split()) == 5
@@ -170,7 +172,7 @@ def test_stream_arrives_token_by_token(sim: Sim) -> None:
     # Unbuffered and paced: the first token after ~ttft, then one every 1/tps.
     times = [t for t, _ in events[1:1 + n]]
     assert times[0] - started >= ttft * 0.8
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert statistics.median(gaps) >= 0.6 / tps, gaps
     assert times[-1] - times[0] >= 0.8 * (n - 1) / tps, gaps
     text = "".join(c["choices"][0]["delta"]["content"] for c in tokens)
@@ -357,10 +359,12 @@ def test_crash_mid_stream_after_tokens(sim: Sim, faulty: str) -> None:
     sim.control(faulty, mode="crash", fault_after_tokens=3)
     received: list[str] = []
     body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 10, "stream": True}
-    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
-        with httpx.stream("POST", f"{sim.url(faulty)}/v1/chat/completions", json=body, timeout=5) as r:
-            assert r.status_code == 200
-            received.extend(d for _, d in sse_events(r))
+    with (
+        pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)),
+        httpx.stream("POST", f"{sim.url(faulty)}/v1/chat/completions", json=body, timeout=5) as r,
+    ):
+        assert r.status_code == 200
+        received.extend(d for _, d in sse_events(r))
     assert len(received) == 1 + 3  # the role chunk, then three tokens, then a reset
     with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):  # non-streaming: a cut-off body
         chat(sim.url(faulty))
@@ -371,12 +375,14 @@ def test_crash_reaches_a_stream_in_flight(sim: Sim) -> None:
     body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 40, "stream": True}
     received = 0
     try:
-        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
-            with httpx.stream("POST", f"{sim.url('gpu-s')}/v1/chat/completions", json=body, timeout=5) as r:
-                for _ in sse_events(r):
-                    received += 1
-                    if received == 3:
-                        sim.control("gpu-s", mode="crash")
+        with (
+            pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)),
+            httpx.stream("POST", f"{sim.url('gpu-s')}/v1/chat/completions", json=body, timeout=5) as r,
+        ):
+            for _ in sse_events(r):
+                received += 1
+                if received == 3:
+                    sim.control("gpu-s", mode="crash")
     finally:
         sim.control("gpu-s", mode="ok")
     assert 3 <= received < 20
@@ -441,7 +447,7 @@ def test_clean_exit_and_bad_config(tmp_path: Path) -> None:
     import subprocess
 
     bad = subprocess.run([PYTHON, "-m", "litellm_cloud.sim", "--server", "a=1", "--server", "a=2"],
-                         capture_output=True, text=True, timeout=30)
+                         capture_output=True, text=True, timeout=30, check=False)
     assert bad.returncode == 2 and "unique" in bad.stderr
     port = free_ports(1)[0]
     proc = ManagedProcess("sim-exit", [PYTHON, "-m", "litellm_cloud.sim", "--server", f"g={port}"],
