@@ -348,6 +348,19 @@ def test_hang_until_mode_changes(sim: Sim, faulty: str) -> None:
     assert sim.stats(faulty)["requests"]["chat"]["hang"] == 2
 
 
+def test_hang_mid_stream_after_tokens(sim: Sim, faulty: str) -> None:
+    sim.control(faulty, mode="hang", fault_after_tokens=2)
+    received: list[str] = []
+    body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 10, "stream": True}
+    timeout = httpx.Timeout(5, read=0.5)
+    with (
+        pytest.raises(httpx.ReadTimeout),
+        httpx.stream("POST", f"{sim.url(faulty)}/v1/chat/completions", json=body, timeout=timeout) as r,
+    ):
+        received.extend(d for _, d in sse_events(r))
+    assert len(received) == 1 + 2  # the role chunk and two tokens, then silence
+
+
 def test_crash_resets_at_once(sim: Sim, faulty: str) -> None:
     sim.control(faulty, mode="crash")
     with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
