@@ -187,7 +187,10 @@ class HttpTarget:
                             self.wfile.flush()
                             time.sleep(gap)
                         return
-                    self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    # Headers and body in two writes, as most HTTP servers do: the pattern Nagle stalls.
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+                    self.wfile.flush()
+                    self.wfile.write(b"ok")
                     self.wfile.flush()
 
         self.server = _Server(("127.0.0.1", 0), Handler)
