@@ -130,11 +130,12 @@ class SimServerState:
             return None
         mode = self.faults.mode
         if mode != "ok":
-            if mode == "hang":
-                self._count(endpoint, "hang")
-                return self._held(conn, req)
-            if mode in ("crash", "down"):
-                if not (mode == "crash" and endpoint == "chat" and self.faults.fault_after_tokens):
+            if mode in _STOPPING:
+                # With fault_after_tokens a chat request starts normally and meets the fault mid-answer.
+                if mode == "down" or endpoint != "chat" or not self.faults.fault_after_tokens:
+                    if mode == "hang":
+                        self._count(endpoint, "hang")
+                        return self._held(conn, req)
                     self._count(endpoint, "crash")
                     conn.abort()
                     return None
@@ -242,6 +243,7 @@ class SimServerState:
                 await asyncio.sleep(delay)
             while self.faults.mode in _STOPPING:
                 if self.faults.mode == "hang":
+                    self._count("chat", "hang")
                     await self._mode_change()
                     continue
                 self._count("chat", "crash")
@@ -275,6 +277,7 @@ class SimServerState:
                         self._count("chat", "crash")
                         conn.abort()
                         return
+                    self._count("chat", "hang")
                     await self._mode_change()
                     tps = faults.tokens_per_s
                     t0 = loop.time() - (sent / tps if tps > 0 else 0.0)  # resume without a burst
