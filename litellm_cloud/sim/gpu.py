@@ -7,7 +7,15 @@ name in the reply text and in an ``x-sim-server`` header, and has two simulator 
     POST /sim/control  {"mode": "ok|error|hang|busy|crash|down", "error_rate": 0.1, "ttft_ms": 5,
                         "tokens_per_s": 500, "retry_after_s": 1, "fault_after_tokens": 3,
                         "reset_stats": true}          (every key optional)
-    GET  /sim/stats    faults, connections, request counts by endpoint and outcome, token totals
+    GET  /sim/stats    faults, connections, token totals, and request counts by endpoint (chat,
+                       embeddings, models, health) and outcome (ok, bad_request, error, busy, hang,
+                       crash, cancelled = the client left first)
+
+Faults by mode: error answers inference with 500 and /health with 503; busy answers inference with
+429 (``Retry-After`` when ``retry_after_s`` is set); hang holds every request until the mode changes,
+then serves it; crash resets the connection (a chat request first gets ``fault_after_tokens`` tokens,
+streamed, or half its body); down closes the port (connection refused) and resets open connections.
+``error_rate`` fails that fraction of inference requests with 500 in any mode. /sim/* always answers.
 
 A ``down`` server cannot hear its own port, so the admin port (``SimConfig.admin_port``) controls any::
 
