@@ -162,6 +162,7 @@ def write_status(path: Path, snapshot: dict[str, Any]) -> None:
     """Replace ``path`` atomically, so a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(snapshot, indent=1) + "\n")
+    tmp.chmod(0o644)  # no secrets inside; an admin's `tunnel status` must read it despite UMask=0077
     os.replace(tmp, path)
 
 
