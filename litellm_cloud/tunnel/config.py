@@ -74,8 +74,8 @@ class Reconnect:
 
     initial: float = 0.5
     cap: float = 30.0
-    unreachable_initial: float = 0.1
-    unreachable_cap: float = 1.0
+    unreachable_initial: float = 0.05
+    unreachable_cap: float = 0.5
     auth_initial: float = 30.0
     auth_cap: float = 600.0
     stable_after: float = 60.0
@@ -164,8 +164,8 @@ class _ReconnectModel(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
     initial: float = pydantic.Field(0.5, gt=0)
     cap: float = pydantic.Field(30.0, gt=0)
-    unreachable_initial: float = pydantic.Field(0.1, gt=0)
-    unreachable_cap: float = pydantic.Field(1.0, gt=0)
+    unreachable_initial: float = pydantic.Field(0.05, gt=0)
+    unreachable_cap: float = pydantic.Field(0.5, gt=0)
     auth_initial: float = pydantic.Field(30.0, gt=0)
     auth_cap: float = pydantic.Field(600.0, gt=0)
     stable_after: float = pydantic.Field(60.0, ge=0)
