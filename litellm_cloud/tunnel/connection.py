@@ -102,8 +102,17 @@ def connect_tcp(config: TunnelConfig) -> socket.socket:
 
 def open_connection(config: TunnelConfig, identity: paramiko.PKey, sock: socket.socket) -> Connection:
     """Handshake over ``sock``, check the pinned host key, authenticate, run the connect command."""
-    pinned = pinned_keys(config.known_hosts, config.host_label)
+    try:
+        pinned = pinned_keys(config.known_hosts, config.host_label)
+    except BaseException:
+        sock.close()
+        raise
     transport = paramiko.Transport(sock)
+    # Bound every wait of the handshake, so the supervisor's loop (and systemd's watchdog) gets back
+    # control within a few connect timeouts even from a server that accepts TCP and then stalls.
+    transport.banner_timeout = config.connect_timeout
+    transport.handshake_timeout = config.connect_timeout
+    transport.auth_timeout = config.connect_timeout
     try:
         options = transport.get_security_options()
         options.ciphers = tuple(c for c in PREFERRED_CIPHERS if c in options.ciphers) or options.ciphers

@@ -52,7 +52,6 @@ class TunnelStatus:
             f.name: _ForwardCounters(f.name, f.remote_port, f"{f.target_host}:{f.target_port}", since=now)
             for f in forwards
         }
-        self._by_port = {f.remote_port: f.name for f in forwards}
         self.pid = os.getpid()
         self._state = "starting"
         self._since = now
@@ -100,10 +99,6 @@ class TunnelStatus:
             if state != fwd.state:
                 fwd.state, fwd.since = state, self._clock()
             self._version += 1
-
-    def name_for_port(self, port: int) -> str | None:
-        """The forward listening on remote ``port``."""
-        return self._by_port.get(port)
 
     def connection(self, name: str, *, opened: bool = False, closed: bool = False, failed: bool = False) -> None:
         """A connection through forward ``name`` opened, closed, or could not reach its target."""
