@@ -1,7 +1,7 @@
 """When to try again: immediately after a stable connection drops, then exponential backoff with jitter.
 
 Three streaks are kept apart because they cost different things. A refused TCP connect costs the server
-nothing, so it is retried every ``unreachable_cap`` (0.5) seconds at most: that is what brings the tunnel
+nothing, so it is retried every ``unreachable_cap`` (0.25) seconds at most: that is what brings the tunnel
 back within about a second of the server returning, even after a long outage (autossh sleeps up to minutes
 there). A failed SSH session costs the server a handshake, so it backs off up to ``cap``. A refused key
 or host key will not fix itself, so it backs off long.

@@ -75,7 +75,7 @@ class Reconnect:
     initial: float = 0.5
     cap: float = 30.0
     unreachable_initial: float = 0.05
-    unreachable_cap: float = 0.5
+    unreachable_cap: float = 0.25
     auth_initial: float = 30.0
     auth_cap: float = 600.0
     stable_after: float = 60.0
@@ -165,7 +165,7 @@ class _ReconnectModel(pydantic.BaseModel):
     initial: float = pydantic.Field(0.5, gt=0)
     cap: float = pydantic.Field(30.0, gt=0)
     unreachable_initial: float = pydantic.Field(0.05, gt=0)
-    unreachable_cap: float = pydantic.Field(0.5, gt=0)
+    unreachable_cap: float = pydantic.Field(0.25, gt=0)
     auth_initial: float = pydantic.Field(30.0, gt=0)
     auth_cap: float = pydantic.Field(600.0, gt=0)
     stable_after: float = pydantic.Field(60.0, ge=0)

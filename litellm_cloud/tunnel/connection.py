@@ -1,5 +1,5 @@
 """One SSH connection to the cloud host: TCP with liveness options, a pinned host key, key auth, and
-the one command run on connect.
+the one command run on connect (``Connection.run_command``, called by the forward requester).
 
 Every failure is raised as a ``TunnelError`` subclass whose message says what to do, and whose class
 tells the supervisor how long to back off (``errors.py``).
@@ -83,7 +83,20 @@ class Connection:
 
     transport: paramiko.Transport
     requests: GlobalRequests
+    command: str | None = None
+    timeout: float = 5.0
     helper_reply: str | None = None
+
+    def run_command(self) -> str | None:
+        """Run the connect command (if any) and return the first line it printed."""
+        if self.command:
+            try:
+                self.helper_reply = run_connect_command(self.transport, self.command, timeout=self.timeout)
+            except SessionLost as exc:
+                # Runs on the forward requester's thread: report, and let the supervisor notice the
+                # dead transport (if that is what it was) instead of raising into nowhere.
+                log.warning("%s", exc)
+        return self.helper_reply
 
     def close(self) -> None:
         """Close the transport and its socket (the server sees EOF and drops our listeners)."""
@@ -101,7 +114,7 @@ def connect_tcp(config: TunnelConfig) -> socket.socket:
 
 
 def open_connection(config: TunnelConfig, identity: paramiko.PKey, sock: socket.socket) -> Connection:
-    """Handshake over ``sock``, check the pinned host key, authenticate, run the connect command."""
+    """Handshake over ``sock``, check the pinned host key, authenticate (the caller runs the command)."""
     try:
         pinned = pinned_keys(config.known_hosts, config.host_label)
     except BaseException:
@@ -157,11 +170,7 @@ def open_connection(config: TunnelConfig, identity: paramiko.PKey, sock: socket.
             ) from exc
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise SessionLost(f"authentication with {config.host_label} failed: {exc}") from exc
-        conn = Connection(transport, GlobalRequests(transport))
-        command = config.command()
-        if command:
-            conn.helper_reply = run_connect_command(transport, command, timeout=config.connect_timeout)
-        return conn
+        return Connection(transport, GlobalRequests(transport), config.command(), config.connect_timeout)
     except BaseException:
         transport.close()
         raise

@@ -39,6 +39,7 @@ class ForwardRequester:
         bind_address: str,
         policy: Reconnect,
         strict: bool,
+        connect_command: Callable[[], object] | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self._requests = requests
@@ -49,6 +50,7 @@ class ForwardRequester:
         self._policy = policy
         self._strict = strict
         self._rand = rand
+        self._connect_command = connect_command
         self._stop = threading.Event()
         self.failure: str | None = None  # strict mode: why the connection must be given up
         self.first_pass_done = threading.Event()
@@ -81,12 +83,24 @@ class ForwardRequester:
         return True
 
     def _run(self) -> None:
+        # The connect command (the cloud helper) takes ~0.2 s (sshd forks a shell for it). Normally the
+        # forwards go first so traffic flows sooner; the helper then ends any stale session of ours, and
+        # ports refused because of it are asked for again at once. In strict mode a refusal is final,
+        # so the helper must clear stale sessions first.
+        if self._strict and self._connect_command is not None:
+            self._connect_command()
         pending = [f for f in self._forwards if not self._stop.is_set() and not self._request(f)]
         self.first_pass_done.set()
+        retry_now = False
+        if not self._strict and self._connect_command is not None:
+            self._connect_command()
+            retry_now = bool(pending)
         attempt = 0
         while pending and not self._strict and self._requests.transport.is_active():
             p = self._policy
-            if self._stop.wait(exp_delay(p.forward_retry, p.forward_retry_cap, attempt, p.jitter, self._rand)):
+            delay = 0.0 if retry_now else exp_delay(p.forward_retry, p.forward_retry_cap, attempt, p.jitter, self._rand)
+            retry_now = False
+            if self._stop.wait(delay):
                 return
             attempt += 1
             still = []

@@ -111,7 +111,7 @@ class Supervisor:
         requester = ForwardRequester(
             conn.requests, self.config.forwards, dispatcher.handle, self.status,
             bind_address=self.config.bind_address, policy=self.config.reconnect,
-            strict=self.config.strict, rand=self._rand,
+            strict=self.config.strict, connect_command=conn.run_command, rand=self._rand,
         ).start()
         keepalive = Keepalive(conn.requests, interval=self.config.keepalive.interval,
                               count=self.config.keepalive.count, clock=self._clock).start()
