@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from litellm_cloud._procs import ManagedProcess
+
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
@@ -74,113 +76,6 @@ def http_ok(url: str) -> Callable[[], bool]:
     return check
 
 
-class ManagedProcess:
-    """One child process in its own process group, with its output in a log file.
-
-    ``ready`` is a predicate polled after start; the process dying first fails the start with the tail
-    of its log, so a broken config says why instead of timing out.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        argv: Sequence[str],
-        *,
-        log_dir: Path,
-        env: Mapping[str, str] | None = None,
-        cwd: Path | None = None,
-        ready: Callable[[], bool] | None = None,
-        ready_timeout: float = 60.0,
-    ) -> None:
-        self.name = name
-        self.argv = list(argv)
-        self.log_path = log_dir / f"{name}.log"
-        self.env = dict(os.environ if env is None else env)
-        self.cwd = cwd or REPO
-        self.ready = ready
-        self.ready_timeout = ready_timeout
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ManagedProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(
-            self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
-            start_new_session=True,
-        )
-        log.close()
-        if self.ready is not None:
-            deadline = time.monotonic() + self.ready_timeout
-            while not self.ready():
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise TimeoutError(f"{self.name} not ready in {self.ready_timeout}s:\n{self.log_tail()}")
-                time.sleep(0.1)
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def signal(self, sig: int) -> None:
-        """Send ``sig`` to the whole process group."""
-        if self.alive():
-            assert self.proc is not None
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM the group, SIGKILL after ``timeout``; returns the exit code."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.signal(signal.SIGKILL)
-                self.proc.wait(5)
-        else:
-            # The leader is gone; make sure no child of it is left behind.
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        return self.proc.returncode
-
-    def kill(self) -> None:
-        """SIGKILL the group at once (a crash, not a shutdown)."""
-        self.signal(signal.SIGKILL)
-        if self.proc is not None:
-            self.proc.wait(5)
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def __enter__(self) -> ManagedProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
 # --- The gateway's parts, started for real -------------------------------------------------------------
 
 FLEET_FILE = REPO / "fleet.yaml"
@@ -197,10 +92,9 @@ class SimFleet:
         ports = free_ports(len(self.servers) + 1)
         self.admin_port = ports[0]
         self.ports = dict(zip(self.servers, ports[1:], strict=True))
-        argv = [PYTHON, "-m", "litellm_cloud.sim", "--host", "127.0.0.1", "--admin-port", str(self.admin_port)]
-        for name, (group, _server) in self.servers.items():
-            served = manifest.groups[group].served_model
-            argv += ["--server", f"{name}={self.ports[name]}", "--model", f"{name}={served}"]
+        from litellm_cloud.dev import sim_argv
+
+        argv = sim_argv(manifest, "127.0.0.1", self.ports, self.admin_port)
         argv += list(extra_args)
         self.process = ManagedProcess(
             "sim", argv, log_dir=log_dir, ready=lambda: all(port_open(p) for p in self.ports.values())

@@ -14,7 +14,7 @@ from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import ProxyException, UserAPIKeyAuth
 
-from .._edge import to_proxy_exception
+from .._edge import to_replacement_exception
 from .._errors import ModelUnavailable
 from .manifest import Manifest
 
@@ -62,7 +62,7 @@ class FleetHook(CustomLogger):
         requested = str(request_data.get("model") or "")
         group = self._manifest.resolve(requested) or requested or "the requested model"
         log.warning("model group %s unavailable: %s", group, type(original_exception).__name__)
-        return to_proxy_exception(
+        return to_replacement_exception(
             ModelUnavailable(
                 f"No GPU server of {group} can answer right now; retry shortly.",
                 retry_after=self._retry_after,
