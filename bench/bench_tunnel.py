@@ -1,7 +1,7 @@
 """Benchmark the reverse tunnel: ours (paramiko) vs OpenSSH's own ``ssh -N -R`` vs direct loopback, and
 recovery after the SSH server restarts: ours vs autossh.
 
-    python bench/bench_tunnel.py [--mb 200] [--requests 1000] [--outage 10]
+    python bench/bench_tunnel.py [--mb 200] [--requests 1000] [--outages 0,5,12]
 
 Needs root (sshd), openssh-server, openssh-client and autossh. Prints a table and writes a CSV to
 bench/results/. Everything runs on loopback: one sshd with its own host key, local target servers.
@@ -13,6 +13,7 @@ import argparse
 import csv
 import os
 import platform
+import signal
 import socket
 import socketserver
 import statistics
@@ -110,7 +111,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 def openssh_forward(ssh: SshServer, key: Path, root: Path, forwards: list[tuple[int, int]],
-                    autossh: bool = False) -> subprocess.Popen[bytes]:
+                    autossh: bool = False, gatetime: str | None = "0") -> subprocess.Popen[bytes]:
     kh = root / "openssh_known_hosts"
     kh.write_text(ssh.known_hosts_line)
     argv = ["ssh", "-N", "-c", CIPHER, "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={kh}",
@@ -121,12 +122,24 @@ def openssh_forward(ssh: SshServer, key: Path, root: Path, forwards: list[tuple[
     argv.append("root@127.0.0.1")
     env = dict(os.environ)
     if autossh:
-        # As the production unit runs it: -M 0 (ServerAlive instead of a monitor port), and GATETIME=0
-        # so a failure soon after start is retried instead of ending autossh.
+        # -M 0: ServerAlive instead of a monitor port, as the unit it replaces. GATETIME=0 (common in
+        # systemd units) retries a failure soon after start instead of ending autossh; None keeps
+        # autossh's defaults (GATETIME 30 s).
         argv = ["autossh", "-M", "0", *argv[1:]]
-        env["AUTOSSH_GATETIME"] = "0"
+        env.pop("AUTOSSH_GATETIME", None)
+        if gatetime is not None:
+            env["AUTOSSH_GATETIME"] = gatetime
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                             start_new_session=True)
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """End ``proc`` and its children (autossh's ssh): each was started in its own session."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(5)
 
 
 def ident_ok(port: int, name: str) -> bool:
@@ -180,7 +193,9 @@ def main() -> int:
     parser.add_argument("--mb", type=int, default=200, help="download size per run, MB")
     parser.add_argument("--runs", type=int, default=3, help="downloads per path (median reported)")
     parser.add_argument("--requests", type=int, default=1000, help="small requests per path")
-    parser.add_argument("--outage", type=float, default=10.0, help="long outage for the recovery test, s")
+    parser.add_argument("--outages", default="0,5,12",
+                        help="sshd outages for the recovery test, s (autossh's backoff sleeps 2, 8, 18 ... s "
+                             "after six quick failures, so its recovery depends on where an outage ends)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (runs its own sshd)", file=sys.stderr)
@@ -189,15 +204,20 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="bench-tunnel-"))
     key = keygen(root / "client_key")
     source, http, ident = Source(), HttpTarget(), IdentEcho("ident")
-    remote = free_ports(6)
+    remote = free_ports(7)
     ssh = SshServer(root / "sshd", free_port(), remote, [key]).start()
     ours = TunnelProcess(root, "ours", ssh, key, [("src", remote[0], source.port), ("http", remote[1], http.port),
                                                   ("ident", remote[4], ident.port)],
                          keepalive={"interval": 15, "count": 3}, reconnect={}, connect_timeout=5.0)
     procs: list[subprocess.Popen[bytes]] = []
+    procs_autossh_default: subprocess.Popen[bytes] | None = None
     try:
         ours.start()
         ours.wait_up(15)
+        # autossh with its defaults starts now, so it is past its 30 s gate time when sshd restarts.
+        procs_autossh_default = openssh_forward(ssh, key, root, [(remote[6], ident.port)], autossh=True,
+                                                gatetime=None)
+        t_start = time.monotonic()
         procs.append(openssh_forward(ssh, key, root, [(remote[2], source.port), (remote[3], http.port)]))
         wait_until(lambda: port_open(remote[2]) and port_open(remote[3]), 15, "ssh -R up")
         paths = {"direct": (source.port, http.port), "ours (paramiko)": (remote[0], remote[1]),
@@ -213,21 +233,28 @@ def main() -> int:
             rows.append(("new_connection_p50_ms", path, statistics.median(conn) * 1e3, "ms, connect + GET"))
             rows.append(("new_connection_over_30ms", path, float(sum(t > 0.03 for t in conn)), "of 200 (Nagle stalls)"))
         for p in procs:
-            p.kill()
+            kill_group(p)
         procs.clear()
+        if time.monotonic() - t_start < 32:
+            time.sleep(32 - (time.monotonic() - t_start))
         # Recovery: ours and autossh side by side on the same sshd.
         procs.append(openssh_forward(ssh, key, root, [(remote[5], ident.port)], autossh=True))
         wait_until(lambda: ident_ok(remote[5], "ident"), 15, "autossh up")
+        procs.append(procs_autossh_default)
+        wait_until(lambda: ident_ok(remote[6], "ident"), 15, "autossh (defaults) up")
         probes = {"ours (paramiko)": lambda: ident_ok(remote[4], "ident"),
-                  "autossh -M 0": lambda: ident_ok(remote[5], "ident")}
-        for outage in (0.0, args.outage):
+                  "autossh, GATETIME=0": lambda: ident_ok(remote[5], "ident"),
+                  "autossh, defaults": lambda: ident_ok(remote[6], "ident")}
+        for outage in (float(x) for x in args.outages.split(",")):
             for name, secs in recovery(ssh, probes, outage).items():
                 rows.append((f"recover_after_{outage:g}s_outage_s", name, secs, "s from sshd listening to traffic"))
-            wait_until(lambda: all(p() for p in probes.values()), 120, "both back")
+            wait_until(lambda: all(p() for p in probes.values()), 120, "all back")
             time.sleep(1.0)
     finally:
         for p in procs:
-            p.kill()
+            kill_group(p)
+        if procs_autossh_default is not None:
+            kill_group(procs_autossh_default)
         ours.stop()
         ssh.kill()
     desc = machine()

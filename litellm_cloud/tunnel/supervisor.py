@@ -74,15 +74,21 @@ class Supervisor:
             try:
                 self._session()
             except TunnelError as exc:
-                delay = self._backoff.failed(exc.kind, self._clock())
-                self.status.set_state("backoff", error=str(exc), next_attempt=self._wall() + delay)
-                self._log_failure(exc, delay)
-                self._wait(delay)
+                self._failed(exc)
+            except Exception as exc:  # noqa: BLE001 - a bug must not end the tunnel: log it, back off, retry
+                log.exception("unexpected error in the tunnel session")
+                self._failed(SessionLost(f"unexpected error: {type(exc).__name__}: {exc}"))
         self.status.set_state("stopped")
         self._write_status(force=True)
         self.notifier.stopping()
         log.info("tunnel stopped")
         return 0
+
+    def _failed(self, exc: TunnelError) -> None:
+        delay = self._backoff.failed(exc.kind, self._clock())
+        self.status.set_state("backoff", error=str(exc), next_attempt=self._wall() + delay)
+        self._log_failure(exc, delay)
+        self._wait(delay)
 
     def _log_failure(self, exc: TunnelError, delay: float) -> None:
         text = f"{exc}; retrying in {delay:.1f}s"
