@@ -1,39 +1,72 @@
 """Authentication and access: who is calling, and what they may reach.
 
-PLACEHOLDER until issue 3 lands: accepts any well-formed ``hc-sk-`` key as an admin-tier account.
+    keys.py          the hc-sk- key format (401 without a backend call)
+    backend.py       the HeartCode backend contract over httpx (docs/backend-contract.md)
+    cache.py         bounded TTL cache: negative entries, single-flight, stale-if-error, injected clock
+    authenticator.py key -> cache -> backend -> tier table -> Identity
+    gates.py         route allow-list for customer keys; model access by tier and age verification
+    hook.py          the LiteLLM edge: the custom_auth function and the access hook
+    revocation.py    dropping keys from every replica's cache (Redis pub/sub, or this process)
+    admin.py         POST /hc/keys/revoke (master key only)
+
+``build_auth(settings, metrics)`` wires them into one ``Auth``; docs/auth.md tells the whole story.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any
 
-from fastapi import Request
-from litellm.integrations.custom_logger import CustomLogger
-from litellm.proxy._types import UserAPIKeyAuth
+from fastapi import APIRouter
 
 from .._config import Settings
-from .._edge import to_proxy_exception
-from .._errors import InvalidApiKey
-from ..identity import IDENTITY_KEY, Identity, key_hash
 from ..observability import Metrics
+from .admin import build_admin_router
+from .authenticator import Authenticator, new_cache
+from .backend import HttpKeyBackend, KeyBackend
+from .gates import ModelGate
+from .hook import AccessHook, AuthFunction, MasterKey, make_auth_function
+from .revocation import LocalRevocations, RedisRevocations, Revocations
+
+__all__ = ["AccessHook", "Auth", "Authenticator", "ModelGate", "build_auth"]
 
 
 @dataclass(frozen=True)
 class Auth:
-    """What LiteLLM calls: the auth function and the access hook."""
+    """What LiteLLM calls (the auth function, the access hook) and our admin routes."""
 
-    user_api_key_auth: Any
-    access_hook: CustomLogger
+    user_api_key_auth: AuthFunction
+    access_hook: AccessHook
+    router: APIRouter
+    authenticator: Authenticator
+    revocations: Revocations
 
 
-def build_auth(settings: Settings, metrics: Metrics) -> Auth:
-    async def user_api_key_auth(request: Request, api_key: str | None) -> UserAPIKeyAuth:
-        if api_key and settings.master_key and api_key == settings.master_key.reveal():
-            return UserAPIKeyAuth(api_key=api_key, user_role="proxy_admin")
-        if not api_key or not api_key.startswith("hc-sk-"):
-            raise to_proxy_exception(InvalidApiKey("Invalid API key."))
-        ident = Identity(user_id="dev", key_id="dev", key_hash=key_hash(api_key), tier="admin", age_verified=True)
-        return UserAPIKeyAuth(api_key=ident.key_hash, user_id=ident.user_id, metadata={IDENTITY_KEY: ident.to_metadata()})
-
-    return Auth(user_api_key_auth=user_api_key_auth, access_hook=CustomLogger())
+def build_auth(settings: Settings, metrics: Metrics, *, backend: KeyBackend | None = None) -> Auth:
+    """Build auth from settings; a tier naming a model group the fleet lacks raises ``ConfigError``."""
+    gate = ModelGate(settings.fleet, settings.tiers)
+    cache = new_cache(
+        ttl=settings.auth_cache_ttl,
+        negative_ttl=settings.auth_negative_ttl,
+        grace=settings.auth_stale_grace,
+        max_size=settings.auth_cache_size,
+    )
+    backend = backend or HttpKeyBackend(
+        settings.backend_url, token=settings.backend_token, timeout=settings.backend_timeout, metrics=metrics
+    )
+    authenticator = Authenticator(backend, cache, settings.tiers, metrics)
+    revocations: Revocations = (
+        RedisRevocations(cache, settings.redis_url) if settings.redis_url else LocalRevocations(cache)
+    )
+    # Subscribe now if an event loop runs (LiteLLM imports custom_auth inside its start-up), so a replica
+    # hears revocations before its first request; otherwise the first request starts it.
+    with contextlib.suppress(RuntimeError):
+        revocations.start()
+    master = MasterKey(settings.master_key)
+    return Auth(
+        user_api_key_auth=make_auth_function(authenticator, gate, master, on_call=revocations.start),
+        access_hook=AccessHook(gate),
+        router=build_admin_router(revocations, master),
+        authenticator=authenticator,
+        revocations=revocations,
+    )

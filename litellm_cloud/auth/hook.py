@@ -1,0 +1,100 @@
+"""The LiteLLM edge of auth: the ``custom_auth`` function and the access hook (first callback).
+
+``make_auth_function`` builds what ``general_settings.custom_auth`` names. LiteLLM calls it on every
+authenticated route with ``(request=..., api_key=...)``; ``api_key`` is ``None`` or ``""`` without a key.
+Order: master key (constant-time compare) -> key format (401, no backend call) -> route gate (403, no
+backend call) -> cache/backend (401/503/504) -> ``UserAPIKeyAuth`` carrying the key's short hash (never
+the key), the user id, the identity in ``metadata[IDENTITY_KEY]`` and the allowed model names.
+
+``AccessHook.async_pre_call_hook`` gates the model of each inference request (LiteLLM only enforces the
+``models`` list with its costly common checks) and refuses request fields that would steer routing.
+Every refusal is raised through ``to_proxy_exception``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import Request
+from litellm.integrations.custom_logger import CustomLogger
+from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
+from litellm.proxy.auth.auth_utils import get_request_route
+
+from .._config import Secret
+from .._edge import to_proxy_exception
+from .._errors import GatewayError, InvalidApiKey
+from ..identity import IDENTITY_KEY, Identity, key_hash
+from .authenticator import Authenticator
+from .gates import ModelGate, check_fields, check_route
+from .keys import check_format
+
+log = logging.getLogger("litellm_cloud.auth")
+
+AuthFunction = Callable[..., Awaitable[UserAPIKeyAuth]]
+
+
+class MasterKey:
+    """The LiteLLM master key, compared in constant time."""
+
+    def __init__(self, secret: Secret) -> None:
+        self._value = secret.reveal().encode("utf-8", "surrogatepass") if secret else None
+        self.name = key_hash(secret.reveal()) if secret else ""
+
+    def matches(self, api_key: object) -> bool:
+        if self._value is None or not isinstance(api_key, str) or not api_key:
+            return False
+        return hmac.compare_digest(api_key.encode("utf-8", "surrogatepass"), self._value)
+
+
+def make_auth_function(
+    authenticator: Authenticator, gate: ModelGate, master: MasterKey, on_call: Callable[[], None] | None = None
+) -> AuthFunction:
+    """The ``custom_auth`` callable LiteLLM invokes on every authenticated request."""
+
+    async def user_api_key_auth(request: Request, api_key: str | None) -> UserAPIKeyAuth:
+        if on_call is not None:
+            on_call()
+        if master.matches(api_key):
+            return UserAPIKeyAuth(api_key=master.name, user_role=LitellmUserRoles.PROXY_ADMIN)
+        try:
+            check_format(api_key)
+            check_route(get_request_route(request))
+            identity = await authenticator.authenticate(api_key)
+        except GatewayError as err:
+            raise to_proxy_exception(err) from None
+        return UserAPIKeyAuth(
+            api_key=identity.key_hash,
+            user_id=identity.user_id,
+            user_role=LitellmUserRoles.INTERNAL_USER,
+            models=gate.allowed_names(identity),
+            metadata={IDENTITY_KEY: identity.to_metadata()},
+        )
+
+    return user_api_key_auth
+
+
+class AccessHook(CustomLogger):
+    """Model access for each inference request; the master key passes untouched."""
+
+    def __init__(self, gate: ModelGate) -> None:
+        super().__init__()
+        self._gate = gate
+
+    async def async_pre_call_hook(
+        self, user_api_key_dict: UserAPIKeyAuth, cache: Any, data: dict, call_type: Any
+    ) -> None:
+        if user_api_key_dict.user_role == LitellmUserRoles.PROXY_ADMIN:
+            return None
+        try:
+            identity = Identity.from_metadata(user_api_key_dict.metadata)
+            if identity is None:
+                # Not ours: fail closed rather than let an unknown caller past the model gate.
+                raise InvalidApiKey("This request carries no HeartCode identity.")
+            check_fields(data)
+            self._gate.check(identity, data.get("model"))
+        except GatewayError as err:
+            raise to_proxy_exception(err) from None
+        return None
