@@ -42,10 +42,14 @@ class Forward:
 
 
 class _ManifestForward(Protocol):
-    name: str
-    remote_port: int
-    target_host: str
-    target_port: int
+    @property
+    def name(self) -> str: ...
+    @property
+    def remote_port(self) -> int: ...
+    @property
+    def target_host(self) -> str: ...
+    @property
+    def target_port(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,28 +160,28 @@ class _ForwardModel(pydantic.BaseModel):
 
 class _KeepaliveModel(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
-    interval: float = pydantic.Field(15.0, gt=0)
-    count: int = pydantic.Field(3, ge=1)
+    interval: float = pydantic.Field(default=15.0, gt=0)
+    count: int = pydantic.Field(default=3, ge=1)
 
 
 class _ReconnectModel(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
-    initial: float = pydantic.Field(0.5, gt=0)
-    cap: float = pydantic.Field(30.0, gt=0)
-    unreachable_initial: float = pydantic.Field(0.05, gt=0)
-    unreachable_cap: float = pydantic.Field(0.25, gt=0)
-    auth_initial: float = pydantic.Field(30.0, gt=0)
-    auth_cap: float = pydantic.Field(600.0, gt=0)
-    stable_after: float = pydantic.Field(60.0, ge=0)
-    forward_retry: float = pydantic.Field(1.0, gt=0)
-    forward_retry_cap: float = pydantic.Field(10.0, gt=0)
-    jitter: float = pydantic.Field(0.2, ge=0, le=1)
+    initial: float = pydantic.Field(default=0.5, gt=0)
+    cap: float = pydantic.Field(default=30.0, gt=0)
+    unreachable_initial: float = pydantic.Field(default=0.05, gt=0)
+    unreachable_cap: float = pydantic.Field(default=0.25, gt=0)
+    auth_initial: float = pydantic.Field(default=30.0, gt=0)
+    auth_cap: float = pydantic.Field(default=600.0, gt=0)
+    stable_after: float = pydantic.Field(default=60.0, ge=0)
+    forward_retry: float = pydantic.Field(default=1.0, gt=0)
+    forward_retry_cap: float = pydantic.Field(default=10.0, gt=0)
+    jitter: float = pydantic.Field(default=0.2, ge=0, le=1)
 
 
 class _FileModel(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
     host: str
-    port: int = pydantic.Field(22, gt=0, lt=65536)
+    port: int = pydantic.Field(default=22, gt=0, lt=65536)
     user: str
     identity_file: str
     known_hosts: str
@@ -185,9 +189,9 @@ class _FileModel(pydantic.BaseModel):
     client_id: str = "onprem"
     session_command: str = "litellm-tunnel session {client_id}"
     strict: bool = False
-    connect_timeout: float = pydantic.Field(5.0, gt=0)
-    target_connect_timeout: float = pydantic.Field(5.0, gt=0)
-    ready_timeout: float = pydantic.Field(30.0, ge=0)
+    connect_timeout: float = pydantic.Field(default=5.0, gt=0)
+    target_connect_timeout: float = pydantic.Field(default=5.0, gt=0)
+    ready_timeout: float = pydantic.Field(default=30.0, ge=0)
     keepalive: _KeepaliveModel = _KeepaliveModel()
     reconnect: _ReconnectModel = _ReconnectModel()
     status_file: str | None = None

@@ -58,7 +58,7 @@ def pinned_keys(known_hosts: Path, host_label: str) -> dict[str, paramiko.PKey]:
             f"host key for {host_label} is not in {known_hosts}; refusing to trust an unknown key. "
             f"Add it (ssh-keyscan, then compare the fingerprint with the cloud host's own)"
         )
-    return {kind: found[kind] for kind in found.keys()}
+    return {kind: found[kind] for kind in found}
 
 
 def _fingerprint(key: paramiko.PKey) -> str:
@@ -133,7 +133,7 @@ def open_connection(config: TunnelConfig, identity: paramiko.PKey, sock: socket.
         wanted: list[str] = []
         for kind in pinned:
             wanted += _ALGORITHMS_FOR_KEY_TYPE.get(kind, (kind,))
-        offered = [k for k in wanted if k in transport._preferred_keys]  # noqa: SLF001 - the public setter checks it
+        offered = [k for k in wanted if k in transport._preferred_keys]
         if offered:
             options.key_types = tuple(offered)
         try:

@@ -16,6 +16,7 @@ import select
 import socket
 import threading
 from collections.abc import Iterable
+from typing import Any
 
 import paramiko
 
@@ -89,7 +90,7 @@ class Dispatcher:
         """Copy both ways until both sides have sent EOF, or the channel closes."""
         chan_open, sock_open = True, True  # whether each side may still send us data
         while chan_open or sock_open:
-            readers: list[object] = []
+            readers: list[Any] = []
             if chan_open:
                 readers.append(channel)
             if sock_open:

@@ -189,8 +189,8 @@ def _size(n: int) -> str:
 def render_text(snap: dict[str, Any], now: float) -> str:
     """The table ``litellm-cloud tunnel status`` prints."""
     lines = [
-        f"tunnel: {snap['state']} since {_ago(now, snap['since'])}, pid {snap['pid']}, "
-        f"last connect {_ago(now, snap['last_connect'])}, reconnects {snap['reconnects']}",
+        (f"tunnel: {snap['state']} since {_ago(now, snap['since'])}, pid {snap['pid']}, "
+         f"last connect {_ago(now, snap['last_connect'])}, reconnects {snap['reconnects']}"),
     ]
     if snap.get("last_error") and snap["state"] != "up":
         lines.append(f"last error: {snap['last_error']}")

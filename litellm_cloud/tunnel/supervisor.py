@@ -75,7 +75,7 @@ class Supervisor:
                 self._session()
             except TunnelError as exc:
                 self._failed(exc)
-            except Exception as exc:  # noqa: BLE001 - a bug must not end the tunnel: log it, back off, retry
+            except Exception as exc:
                 log.exception("unexpected error in the tunnel session")
                 self._failed(SessionLost(f"unexpected error: {type(exc).__name__}: {exc}"))
         self.status.set_state("stopped")

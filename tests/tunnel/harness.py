@@ -103,7 +103,7 @@ LogLevel VERBOSE
         if self.netns is None:
             return port_open(self.port, self.host)
         return subprocess.run(self._argv([PYTHON, "-c", f"import socket; socket.create_connection(('{self.host}', {self.port}), 1)"]),
-                              capture_output=True).returncode == 0
+                              check=False, capture_output=True).returncode == 0
 
     def start(self) -> SshServer:
         self.proc = ManagedProcess(

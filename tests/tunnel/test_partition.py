@@ -24,7 +24,7 @@ KEEPALIVE = {"interval": 0.5, "count": 3}  # a dead link must be noticed within 
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=20)
+    return subprocess.run(list(argv), check=False, capture_output=True, text=True, timeout=20)
 
 
 def _why_not() -> str | None:

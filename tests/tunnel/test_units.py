@@ -157,7 +157,7 @@ def test_notifier_sends_datagrams_and_reads_the_watchdog_period(tmp_path: Path) 
 
 def _status_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([PYTHON, "-m", "litellm_cloud.tunnel", "status", *args],
-                          capture_output=True, text=True, timeout=30)
+                          check=False, capture_output=True, text=True, timeout=30)
 
 
 def test_status_command_exit_codes(tmp_path: Path) -> None:
@@ -173,3 +173,12 @@ def test_status_command_exit_codes(tmp_path: Path) -> None:
     write_status(path, {**snap, "pid": dead.pid})
     stale = _status_cli("--status-file", str(path), "--format", "json")
     assert stale.returncode == 3 and "status file is stale" in json.loads(stale.stdout)["last_error"]
+
+
+def test_exported_names_are_complete_and_sorted() -> None:
+    import litellm_cloud.tunnel as tunnel
+
+    assert tunnel.__all__ == sorted(tunnel.__all__)
+    assert all(hasattr(tunnel, name) for name in tunnel.__all__)
+    public = {n for n, v in vars(tunnel).items() if not n.startswith("_") and isinstance(v, type)}
+    assert public <= set(tunnel.__all__)
