@@ -163,3 +163,26 @@ def start_proxy(
     )
     proc.start()
     return proc, base
+
+
+def start_backend(log_dir: Path, keys: Sequence[Mapping[str, object]], *, name: str = "backend") -> tuple[ManagedProcess, str]:
+    """The development key backend (the HeartCode contract) serving ``keys``; returns (process, base URL)."""
+    keys_file = log_dir / f"{name}-keys.yaml"
+    import yaml
+
+    keys_file.write_text(yaml.safe_dump([dict(k) for k in keys]))
+    port = free_port()
+    proc = ManagedProcess(
+        name,
+        [PYTHON, "-m", "litellm_cloud.sim.backend", "--host", "127.0.0.1", "--port", str(port), "--keys", str(keys_file)],
+        log_dir=log_dir,
+        ready=lambda: port_open(port),
+        ready_timeout=30,
+    )
+    proc.start()
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def chat(model: str, content: str = "Hello there", **extra: object) -> dict[str, object]:
+    """A chat completion request body."""
+    return {"model": model, "messages": [{"role": "user", "content": content}], **extra}

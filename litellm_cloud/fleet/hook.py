@@ -1,4 +1,4 @@
-"""Fleet errors at the LiteLLM edge: when no GPU server can answer, say so clearly.
+"""Fleet errors at the LiteLLM edge: a malformed request is a 400; when no GPU server can answer, say so.
 
 LiteLLM answers a model group with every server down (or cooling down) with a 500, or a 429 that
 looks like the client's fault. Clients get ``503 model_unavailable`` with ``Retry-After`` instead; a
@@ -14,9 +14,10 @@ from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import ProxyException, UserAPIKeyAuth
 
-from .._edge import to_replacement_exception
-from .._errors import ModelUnavailable
+from .._edge import to_proxy_exception, to_replacement_exception
+from .._errors import BadRequest, ModelUnavailable
 from .manifest import Manifest
+from .validate import validate_request
 
 log = logging.getLogger("litellm_cloud.fleet")
 
@@ -41,12 +42,21 @@ def is_fleet_unavailable(exc: BaseException) -> bool:
 
 
 class FleetHook(CustomLogger):
-    """Maps a fleet outage to ``503 model_unavailable``."""
+    """Refuses malformed requests before routing; maps a fleet outage to ``503 model_unavailable``."""
 
     def __init__(self, manifest: Manifest, retry_after: float = 5.0) -> None:
         super().__init__()
         self._manifest = manifest
         self._retry_after = retry_after
+
+    async def async_pre_call_hook(
+        self, user_api_key_dict: UserAPIKeyAuth, cache: object, data: dict, call_type: str
+    ) -> dict:
+        try:
+            validate_request(call_type, data)
+        except BadRequest as err:
+            raise to_proxy_exception(err) from None
+        return data
 
     async def async_post_call_failure_hook(
         self,

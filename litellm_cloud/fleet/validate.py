@@ -1,0 +1,44 @@
+"""Check the shape of an inference request before it is routed.
+
+LiteLLM passes a malformed body on to the provider client, whose exceptions look like an upstream
+failure; without this check ``"messages": "hi"`` would be answered as a fleet outage. Only what the
+router and our limits rely on is checked; the GPU server still judges the rest (and its 400 passes
+through).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .._errors import BadRequest
+
+
+def _positive_int(data: Mapping[str, Any], name: str) -> None:
+    value = data.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise BadRequest(f"'{name}' must be a positive integer.")
+
+
+def validate_request(call_type: str, data: Mapping[str, Any]) -> None:
+    """Raise ``BadRequest`` when ``data`` cannot be a valid ``call_type`` request."""
+    if not isinstance(data.get("model"), str) or not data["model"]:
+        raise BadRequest("'model' is required and must be a string.")
+    if call_type in ("completion", "acompletion"):
+        messages = data.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest("'messages' must be a non-empty array of message objects.")
+        for i, message in enumerate(messages):
+            if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+                raise BadRequest(f"'messages[{i}]' must be an object with a string 'role'.")
+        _positive_int(data, "max_tokens")
+        _positive_int(data, "max_completion_tokens")
+        if "stream" in data and not isinstance(data["stream"], bool):
+            raise BadRequest("'stream' must be true or false.")
+    elif call_type in ("embeddings", "aembedding"):
+        given = data.get("input")
+        ok = isinstance(given, str) or (
+            isinstance(given, list) and given and all(isinstance(i, str | int | list) for i in given)
+        )
+        if not ok:
+            raise BadRequest("'input' must be a string or a non-empty array.")
