@@ -1,0 +1,50 @@
+"""OpenAI-style rate-limit headers from a usage snapshot.
+
+``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` describe the rolling minute; the reset is the
+time until the oldest counted request (token entry) leaves the window, i.e. when ``remaining`` next
+grows, which is what a client waiting at ``remaining: 0`` needs. ``x-ratelimit-*-tokens-day`` describe
+the UTC day's quota; its reset is the time to 00:00 UTC. Durations are written the way OpenAI writes
+them: ``20ms``, ``6s``, ``1m0s``, ``5h3m2s``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ._types import DAY_MS, WINDOW_MS, Limits, Usage
+
+
+def duration(ms: int) -> str:
+    """``ms`` as an OpenAI-style duration (whole seconds, rounded up, from one second on)."""
+    if ms <= 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    total = math.ceil(ms / 1000)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def _reset(oldest_ms: int | None, now_ms: int) -> int:
+    return 0 if oldest_ms is None else max(0, oldest_ms + WINDOW_MS - now_ms)
+
+
+def rate_limit_headers(limits: Limits, usage: Usage) -> dict[str, str]:
+    """The response headers for ``usage`` under ``limits``."""
+    now = usage.now_ms
+    return {
+        "x-ratelimit-limit-requests": str(limits.rpm),
+        "x-ratelimit-remaining-requests": str(max(0, limits.rpm - usage.requests)),
+        "x-ratelimit-reset-requests": duration(_reset(usage.oldest_request_ms, now)),
+        "x-ratelimit-limit-tokens": str(limits.tpm),
+        "x-ratelimit-remaining-tokens": str(max(0, limits.tpm - usage.tokens)),
+        "x-ratelimit-reset-tokens": duration(_reset(usage.oldest_tokens_ms, now)),
+        "x-ratelimit-limit-tokens-day": str(limits.daily_tokens),
+        "x-ratelimit-remaining-tokens-day": str(max(0, limits.daily_tokens - usage.day_tokens)),
+        "x-ratelimit-reset-tokens-day": duration(DAY_MS - now % DAY_MS),
+    }

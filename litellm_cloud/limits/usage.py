@@ -1,0 +1,92 @@
+"""``GET /v1/usage`` (and ``/usage``): a customer key's tier, limits, and what is used and left.
+
+Mounted ahead of LiteLLM's routes by the gateway; it authenticates through LiteLLM's own
+``user_api_key_auth`` dependency, so the same custom auth (and route gate) decides who may call it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from litellm.proxy._types import UserAPIKeyAuth
+from litellm.proxy.auth.user_api_key_auth import user_api_key_auth
+
+from .._edge import to_proxy_exception
+from .._errors import BadRequest, GatewayError
+from ..identity import Identity
+from ._types import DAY_MS, WINDOW_MS, Limits, Usage
+from .headers import rate_limit_headers
+
+if TYPE_CHECKING:
+    from .hook import LimitsHook
+
+
+def _seconds_until(when_ms: int | None, now_ms: int) -> float:
+    return 0.0 if when_ms is None else round(max(0, when_ms + WINDOW_MS - now_ms) / 1000, 3)
+
+
+def usage_body(tier: str, scope: str, limits: Limits, usage: Usage) -> dict[str, Any]:
+    """The JSON answer of the usage route."""
+    now = usage.now_ms
+    next_day_ms = (now // DAY_MS + 1) * DAY_MS
+    return {
+        "object": "usage",
+        "tier": tier,
+        "scope": scope,
+        "limits": {
+            "requests_per_minute": limits.rpm,
+            "tokens_per_minute": limits.tpm,
+            "tokens_per_day": limits.daily_tokens,
+            "max_parallel_requests": limits.max_parallel,
+        },
+        "minute": {
+            "requests": {
+                "limit": limits.rpm,
+                "used": usage.requests,
+                "remaining": max(0, limits.rpm - usage.requests),
+                "reset_seconds": _seconds_until(usage.oldest_request_ms, now),
+            },
+            "tokens": {
+                "limit": limits.tpm,
+                "used": usage.tokens,
+                "remaining": max(0, limits.tpm - usage.tokens),
+                "reset_seconds": _seconds_until(usage.oldest_tokens_ms, now),
+            },
+        },
+        "day": {
+            "tokens": {
+                "limit": limits.daily_tokens,
+                "used": usage.day_tokens,
+                "remaining": max(0, limits.daily_tokens - usage.day_tokens),
+            },
+            "resets_at": datetime.fromtimestamp(next_day_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "reset_seconds": round((next_day_ms - now) / 1000, 3),
+        },
+        "in_flight": {"limit": limits.max_parallel, "used": usage.in_flight},
+    }
+
+
+def usage_router(hook: LimitsHook) -> APIRouter:
+    """The router serving the usage of the calling key's account (or key, per the scope setting)."""
+    router = APIRouter()
+
+    async def usage(user_api_key_dict: UserAPIKeyAuth = Depends(user_api_key_auth)) -> JSONResponse:  # noqa: B008
+        ident = Identity.from_metadata(getattr(user_api_key_dict, "metadata", None))
+        tier = hook.tier_of(ident) if ident is not None else None
+        if ident is None or tier is None:
+            raise to_proxy_exception(BadRequest("Usage is reported for customer API keys only."))
+        limits = Limits.of(tier)
+        try:
+            snapshot = await hook.limiter.usage(hook.subject(ident))
+        except GatewayError as err:
+            raise to_proxy_exception(err) from err
+        return JSONResponse(
+            usage_body(tier.name, hook.scope, limits, snapshot), headers=rate_limit_headers(limits, snapshot)
+        )
+
+    router.add_api_route("/v1/usage", usage, methods=["GET"], include_in_schema=True, tags=["usage"])
+    router.add_api_route("/usage", usage, methods=["GET"], include_in_schema=False)
+    return router
