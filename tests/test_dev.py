@@ -1,0 +1,75 @@
+"""``litellm-cloud dev``: the README's first command brings up a working gateway and cleans up after itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.support import PYTHON, REPO, free_port
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_dev_gateway_serves_every_endpoint_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    log = open(tmp_path / "dev.log", "w+")  # noqa: SIM115
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    env.pop("HEARTCODE_BACKEND_URL", None)
+    proc = subprocess.Popen([PYTHON, "-m", "litellm_cloud", "dev", "--port", str(port)], cwd=REPO, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    children: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 150
+        text = ""
+        while "Ctrl-C stops everything" not in text:
+            assert proc.poll() is None, (tmp_path / "dev.log").read_text()
+            assert time.monotonic() < deadline, text
+            time.sleep(0.5)
+            text = (tmp_path / "dev.log").read_text()
+        children = _descendants(proc.pid)
+        assert len(children) >= 3  # simulator, backend, proxy
+        keys = re.findall(r"(hc-sk-[A-Za-z0-9_-]+)", text)
+        assert keys, text
+        base = f"http://127.0.0.1:{port}"
+        headers = {"Authorization": f"Bearer {keys[0]}"}
+        hello = {"model": "heartcode-default", "messages": [{"role": "user", "content": "Hello!"}]}
+        r = httpx.post(f"{base}/v1/chat/completions", json=hello, headers=headers, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"]
+        chunks = 0
+        with httpx.stream("POST", f"{base}/v1/chat/completions", json={**hello, "stream": True}, headers=headers, timeout=30) as s:
+            assert s.status_code == 200
+            for line in s.iter_lines():
+                if line.startswith("data: {"):
+                    json.loads(line[6:])
+                    chunks += 1
+        assert chunks > 3
+        r = httpx.post(f"{base}/v1/embeddings", json={"model": "heartcode-embed", "input": "hello"}, headers=headers, timeout=30)
+        assert r.status_code == 200 and r.json()["data"][0]["embedding"], r.text
+        r = httpx.get(f"{base}/v1/models", headers=headers, timeout=30)
+        assert r.status_code == 200 and "heartcode-default" in {m["id"] for m in r.json()["data"]}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("dev did not stop within 30 s of Ctrl-C")
+        log.close()
+    assert code == 0, (tmp_path / "dev.log").read_text()[-2000:]
+    time.sleep(0.5)
+    assert [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE] == []
