@@ -11,17 +11,29 @@ import time
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from tests.support import PYTHON, REPO, free_port
 
 
-def _descendants(pid: int) -> list[psutil.Process]:
+def _children(pid: int) -> list[int]:
+    """Live (non-zombie) children of ``pid``, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
     try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_dev_gateway_serves_every_endpoint_and_stops_cleanly(tmp_path: Path) -> None:
@@ -31,7 +43,7 @@ def test_dev_gateway_serves_every_endpoint_and_stops_cleanly(tmp_path: Path) -> 
     env.pop("HEARTCODE_BACKEND_URL", None)
     proc = subprocess.Popen([PYTHON, "-m", "litellm_cloud", "dev", "--port", str(port)], cwd=REPO, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    children: list[psutil.Process] = []
+    children: list[int] = []
     try:
         deadline = time.monotonic() + 150
         text = ""
@@ -40,7 +52,7 @@ def test_dev_gateway_serves_every_endpoint_and_stops_cleanly(tmp_path: Path) -> 
             assert time.monotonic() < deadline, text
             time.sleep(0.5)
             text = (tmp_path / "dev.log").read_text()
-        children = _descendants(proc.pid)
+        children = _children(proc.pid)
         assert len(children) >= 3  # simulator, backend, proxy
         keys = re.findall(r"(hc-sk-[A-Za-z0-9_-]+)", text)
         assert keys, text
@@ -72,4 +84,4 @@ def test_dev_gateway_serves_every_endpoint_and_stops_cleanly(tmp_path: Path) -> 
         log.close()
     assert code == 0, (tmp_path / "dev.log").read_text()[-2000:]
     time.sleep(0.5)
-    assert [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE] == []
+    assert [pid for pid in children if _alive(pid)] == []
