@@ -40,6 +40,7 @@ class RenderOptions:
     stream_timeout: float | None = None
     cooldown_time: float | None = None
     health_check_interval: int | None = None
+    routing_strategy: str | None = None
 
 
 def _api_base(manifest: Manifest, deployment: str, server: Server, options: RenderOptions) -> str:
@@ -95,7 +96,7 @@ def render_config(manifest: Manifest, deployment: str, options: RenderOptions | 
     return {
         "model_list": model_list,
         "router_settings": {
-            "routing_strategy": router.routing_strategy,
+            "routing_strategy": options.routing_strategy or router.routing_strategy,
             "num_retries": router.num_retries,
             "retry_policy": {"RateLimitErrorRetries": router.rate_limit_retries},
             "allowed_fails": router.allowed_fails,
