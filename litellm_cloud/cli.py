@@ -41,8 +41,11 @@ def _proxy(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> int:
-    from ._config import FIELDS, Settings
+    from ._config import FIELDS, Settings, settings_table
 
+    if args.markdown:
+        print(settings_table())
+        return EXIT_OK
     for f in FIELDS:
         print(f"{f.env}={f.default!s:<34} # {f.help}")
     Settings.from_env(os.environ)  # validate the current environment too
@@ -80,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.set_defaults(func=_proxy)
 
     settings = sub.add_parser("settings", help="list every setting with its default; validate the env")
+    settings.add_argument("--markdown", action="store_true", help="print the README's table instead")
     settings.set_defaults(func=_settings)
 
     for add in _optional_parsers():
