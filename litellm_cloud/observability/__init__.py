@@ -1,16 +1,53 @@
-"""Observability: Prometheus metrics and Langfuse traces. PLACEHOLDER until issue 7 lands."""
+"""Observability: Prometheus metrics and Langfuse traces for every request.
+
+``build_observability_hook(settings, metrics)`` returns the LiteLLM callback (``ObservabilityHook``)
+that records metrics and traces; its ``router`` carries ``GET /metrics``. Langfuse is used only when
+both keys are set; otherwise no exporter exists and no connection is ever made. See
+docs/observability.md for the metrics, the trace fields and why the exporter is our own.
+"""
 
 from __future__ import annotations
 
-from litellm.integrations.custom_logger import CustomLogger
+import litellm
 
 from .._config import Settings
+from ._hook import ObservabilityHook
+from ._langfuse import LangfuseExporter
+from ._route import metrics_router
 from .metrics import Metrics
 
 
-def build_observability_hook(settings: Settings, metrics: Metrics) -> CustomLogger:
-    """The LiteLLM hook that records metrics and traces for every request."""
-    return CustomLogger()
+def build_exporter(settings: Settings, metrics: Metrics) -> LangfuseExporter | None:
+    """The Langfuse exporter, or ``None`` unless both Langfuse keys are set."""
+    if not settings.langfuse_enabled:
+        return None
+    return LangfuseExporter(
+        settings.langfuse_host,
+        settings.langfuse_public_key,
+        settings.langfuse_secret_key,
+        report=lambda result, count, queued: metrics.langfuse_events(result, count, queued=queued),
+    )
 
 
-__all__ = ["Metrics", "build_observability_hook"]
+def build_observability_hook(settings: Settings, metrics: Metrics) -> ObservabilityHook:
+    """The LiteLLM hook that records metrics and traces for every request, with its ``/metrics`` router."""
+    fleet = settings.fleet
+    # LiteLLM's PrometheusAuthMiddleware runs custom auth on every /metrics request before any route:
+    # our auth refuses the metrics token there, and each scrape would count as a refused request. Our
+    # route checks its own token, so the middleware's check is switched off (as the rendered config's
+    # litellm_settings.require_auth_for_metrics_endpoint: false would).
+    litellm.require_auth_for_metrics_endpoint = False
+    metrics.set_known_labels(
+        tiers=list(settings.tiers),
+        model_groups=list(fleet.groups),
+        deployments={server.name: group for group, server in fleet.servers()},
+    )
+    return ObservabilityHook(
+        manifest=fleet,
+        metrics=metrics,
+        exporter=build_exporter(settings, metrics),
+        router=metrics_router(metrics, (settings.metrics_token, settings.master_key)),
+    )
+
+
+__all__ = ["LangfuseExporter", "Metrics", "ObservabilityHook", "build_exporter", "build_observability_hook"]
