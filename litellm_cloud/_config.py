@@ -145,6 +145,12 @@ class Settings:
                 f"HEARTCODE_LIMITS_STORAGE={storage!r}: unknown scheme; use memory:// (one process) "
                 "or redis://host:port/db (shared by replicas)"
             )
+        tiers = Tiers.load(base / _get(env, "HEARTCODE_TIERS_FILE"))
+        fleet = load_manifest(base / _get(env, "HEARTCODE_FLEET_FILE"))
+        for tier in tiers.values():
+            unknown = sorted(set(tier.model_groups) - set(fleet.groups))
+            if unknown:
+                raise ConfigError(f"tier {tier.name!r} allows model groups fleet.yaml does not have: {unknown}")
         return cls(
             backend_url=backend_url,
             backend_token=Secret(_get(env, "HEARTCODE_BACKEND_TOKEN")),
@@ -153,8 +159,8 @@ class Settings:
             auth_negative_ttl=_number(env, "HEARTCODE_AUTH_NEGATIVE_TTL"),
             auth_stale_grace=_number(env, "HEARTCODE_AUTH_STALE_GRACE"),
             auth_cache_size=int(_number(env, "HEARTCODE_AUTH_CACHE_SIZE", minimum=1)),
-            tiers=Tiers.load(base / _get(env, "HEARTCODE_TIERS_FILE")),
-            fleet=load_manifest(base / _get(env, "HEARTCODE_FLEET_FILE")),
+            tiers=tiers,
+            fleet=fleet,
             limits_storage=storage,
             limits_on_storage_error=_choice(env, "HEARTCODE_LIMITS_ON_STORAGE_ERROR", ("closed", "open")),  # type: ignore[arg-type]
             limits_scope=_choice(env, "HEARTCODE_LIMITS_SCOPE", ("account", "key")),  # type: ignore[arg-type]

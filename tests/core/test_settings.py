@@ -1,0 +1,56 @@
+"""Settings are built once from an injected mapping; mistakes are configuration errors that say what to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from litellm_cloud import ConfigError, Settings
+from litellm_cloud._config import FIELDS, Secret
+from tests.support import REPO
+
+
+def test_defaults() -> None:
+    s = Settings.from_env({}, base_dir=REPO)
+    assert s.backend_url == "http://host.docker.internal:8000"
+    assert s.backend_timeout == 10
+    assert s.limits_storage == "memory://" and s.limits_on_storage_error == "closed"
+    assert not s.langfuse_enabled
+    assert set(s.tiers) == {"free", "premium", "admin"}
+
+
+def test_secrets_never_show() -> None:
+    s = Settings.from_env({"LITELLM_MASTER_KEY": "sk-very-secret", "HEARTCODE_BACKEND_TOKEN": "tok-secret"}, base_dir=REPO)
+    assert "sk-very-secret" not in repr(s) and "tok-secret" not in repr(s)
+    assert s.master_key.reveal() == "sk-very-secret"
+    assert repr(Secret("x")) == "Secret('**********')"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"HEARTCODE_LIMITS_STORAGE": "memcached://x"}, "unknown scheme; use memory://"),
+        ({"HEARTCODE_BACKEND_TIMEOUT": "soon"}, "expected a number"),
+        ({"HEARTCODE_BACKEND_TIMEOUT": "0"}, "must be at least"),
+        ({"HEARTCODE_LIMITS_ON_STORAGE_ERROR": "maybe"}, "expected one of closed, open"),
+        ({"HEARTCODE_BACKEND_URL": "backend:8000"}, "expected an http"),
+        ({"HEARTCODE_TIERS_FILE": "missing.yaml"}, "cannot read"),
+    ],
+)
+def test_bad_settings_say_what_to_fix(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env, base_dir=REPO)
+
+
+def test_a_tier_naming_an_unknown_group_is_refused(tmp_path: Path) -> None:
+    text = (REPO / "tiers.yaml").read_text().replace("heartcode-embed]", "heartcode-embed, heartcode-video]", 1)
+    (tmp_path / "tiers.yaml").write_text(text)
+    with pytest.raises(ConfigError, match="heartcode-video"):
+        Settings.from_env({"HEARTCODE_TIERS_FILE": str(tmp_path / "tiers.yaml")}, base_dir=REPO)
+
+
+def test_every_field_is_read() -> None:
+    source = (REPO / "litellm_cloud" / "_config.py").read_text()
+    for f in FIELDS:
+        assert source.count(f'"{f.env}"') >= 2, f"{f.env} is documented but never read"
