@@ -19,6 +19,7 @@ from .metrics import Metrics
 
 def build_exporter(settings: Settings, metrics: Metrics) -> LangfuseExporter | None:
     """The Langfuse exporter, or ``None`` unless both Langfuse keys are set."""
+    metrics.langfuse_enabled(settings.langfuse_enabled)
     if not settings.langfuse_enabled:
         return None
     return LangfuseExporter(

@@ -141,6 +141,9 @@ class Metrics:
         self._langfuse_queue = Gauge(
             "litellm_cloud_langfuse_queue_events", "Trace events waiting to be sent to Langfuse.", registry=r
         )
+        self._langfuse_enabled = Gauge(
+            "litellm_cloud_langfuse_enabled", "1 when traces are exported to Langfuse (both keys set).", registry=r
+        )
         for result in LANGFUSE_RESULTS:
             self._langfuse.labels(result)  # export zeros, so rate() works from the first scrape
 
@@ -209,6 +212,10 @@ class Metrics:
         self._deployment_latency.labels(name, group).observe(max(0.0, seconds))
 
     # the Langfuse exporter
+    def langfuse_enabled(self, enabled: bool) -> None:
+        """Whether this process exports traces at all."""
+        self._langfuse_enabled.set(1 if enabled else 0)
+
     def langfuse_events(self, result: str, count: int = 1, *, queued: int | None = None) -> None:
         """``count`` trace events ``sent`` | ``failed`` | ``dropped``; ``queued``: events still waiting."""
         if count > 0:

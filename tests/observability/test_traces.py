@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from litellm_cloud.identity import key_hash
+from tests.observability.harness import Samples, scrape, value
 from tests.observability.recorder import Recorder
 from tests.support import MASTER_KEY, SimFleet, chat, render_test_config, start_backend, start_proxy, wait_until
 
@@ -200,20 +200,8 @@ def test_no_raw_key_and_langfuse_credentials_sent(stack: Stack) -> None:
 # --- /metrics --------------------------------------------------------------------------------------
 
 
-def _scrape(stack: Stack, token: str = METRICS_TOKEN) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    r = httpx.get(f"{stack.base}/metrics", headers={"authorization": f"Bearer {token}"}, timeout=10)
-    assert r.status_code == 200, r.text
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(r.text)
-        for s in family.samples
-    }
-
-
-def _value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
-    """The sum of ``name`` over the series whose labels include ``labels``."""
-    want = set(labels.items())
-    return sum(v for (n, lab), v in samples.items() if n == name and want <= lab)
+def _scrape(stack: Stack, token: str = METRICS_TOKEN) -> Samples:
+    return scrape(stack.base, token)
 
 
 def test_metrics_needs_a_token(stack: Stack) -> None:
@@ -240,14 +228,14 @@ def test_metrics_count_a_known_sequence(stack: Stack) -> None:
     assert stack.post(UNKNOWN_KEY, chat("heartcode-default", "no", max_tokens=4)).status_code == 401
     # The stream's success callback runs after its last chunk went out: wait for it.
     wait_until(
-        lambda: _value(_scrape(stack), "litellm_cloud_time_to_first_token_seconds_count")
-        > _value(before, "litellm_cloud_time_to_first_token_seconds_count"),
+        lambda: value(_scrape(stack), "litellm_cloud_time_to_first_token_seconds_count")
+        > value(before, "litellm_cloud_time_to_first_token_seconds_count"),
         10, "the stream to be recorded",
     )  # fmt: skip
     after = _scrape(stack)
 
     def delta(name: str, **labels: str) -> float:
-        return _value(after, name, **labels) - _value(before, name, **labels)
+        return value(after, name, **labels) - value(before, name, **labels)
 
     sfw = {"model_group": "heartcode-chat-sfw"}
     assert delta("litellm_cloud_requests_total", tier="premium", code="ok", **sfw) == 3
@@ -288,13 +276,13 @@ def test_upstream_failure_counts_per_server_and_traces_an_error(stack: Stack) ->
     assert event["level"] == "ERROR" and event["name"] == "failed"
     after = _scrape(stack)
     errors = sum(
-        _value(after, "litellm_cloud_deployment_calls_total", deployment=n, result="error")
-        - _value(before, "litellm_cloud_deployment_calls_total", deployment=n, result="error")
+        value(after, "litellm_cloud_deployment_calls_total", deployment=n, result="error")
+        - value(before, "litellm_cloud_deployment_calls_total", deployment=n, result="error")
         for n in nsfw
     )
     assert errors >= 1  # the first try and the router's retries, each on some NSFW server
-    assert _value(after, "litellm_cloud_deployment_calls_total", model_group="heartcode-chat-sfw", result="error") == (
-        _value(before, "litellm_cloud_deployment_calls_total", model_group="heartcode-chat-sfw", result="error")
+    assert value(after, "litellm_cloud_deployment_calls_total", model_group="heartcode-chat-sfw", result="error") == (
+        value(before, "litellm_cloud_deployment_calls_total", model_group="heartcode-chat-sfw", result="error")
     )
     code = {"tier": "premium", "code": "model_unavailable", "model_group": "heartcode-chat-nsfw"}
-    assert _value(after, "litellm_cloud_requests_total", **code) - _value(before, "litellm_cloud_requests_total", **code) == 1
+    assert value(after, "litellm_cloud_requests_total", **code) - value(before, "litellm_cloud_requests_total", **code) == 1
