@@ -23,27 +23,14 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from tests.deploy._certs import make_cert
 from tests.deploy._nginx import NginxLayout, nginx_env
-from tests.support import PYTHON, MASTER_KEY, ManagedProcess, SimFleet, free_port, free_ports, port_open, render_test_config, start_proxy
+from tests.deploy._services import KEY, start_backend
+from tests.support import MASTER_KEY, ManagedProcess, SimFleet, free_port, free_ports, render_test_config, start_proxy
 
-KEY = "hc-sk-deploy-admin-0000000000000000"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 CHAT_SERVERS = ("gpu-1", "gpu-2", "gpu-3", "gpu-4")
-
-
-def start_backend(log_dir: Path) -> tuple[ManagedProcess, str]:
-    """The development key backend (litellm_cloud/sim/backend.py) knowing ``KEY`` as an admin-tier key."""
-    keys = log_dir / "keys.yaml"
-    keys.write_text(yaml.safe_dump([{"key": KEY, "user_id": "deploy-test", "key_id": "k-deploy", "tier": "admin",
-                                     "age_verified": True}]))
-    port = free_port()
-    proc = ManagedProcess("backend", [PYTHON, "-m", "litellm_cloud.sim.backend", "--port", str(port), "--keys", str(keys)],
-                          log_dir=log_dir, ready=lambda: port_open(port), ready_timeout=30)
-    proc.start()
-    return proc, f"http://127.0.0.1:{port}"
 
 
 @dataclass
