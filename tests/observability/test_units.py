@@ -223,3 +223,32 @@ def test_metrics_route_refuses_everything_without_tokens() -> None:
     app = FastAPI()
     app.include_router(hook.router)
     assert TestClient(app).get("/metrics", headers={"authorization": "Bearer "}).status_code == 401
+
+
+# --- Grafana dashboard -------------------------------------------------------------------------------
+
+
+def test_dashboard_queries_only_exported_metrics() -> None:
+    import re
+
+    from litellm_cloud.tunnel.config import Forward
+    from litellm_cloud.tunnel.status import TunnelStatus, render_prometheus
+
+    dashboard = json.loads((REPO / "ops" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {m for e in exprs for m in re.findall(r"\b(litellm_(?:cloud|tunnel)_[a-z_]+)", e)}
+    metrics = Metrics()
+    observability.build_observability_hook(_settings(), metrics)
+    metrics.backend_validation(0.1, "valid")  # histograms/labelled series appear once observed
+    metrics.request_latency("heartcode-chat-sfw", 0.1, stream=True)
+    metrics.time_to_first_token("heartcode-chat-sfw", 0.1)
+    metrics.deployment_call("gpu-1", 0.1, ok=True)
+    metrics.request_finished("heartcode-chat-sfw", "free", "ok")
+    metrics.tokens("heartcode-chat-sfw", "free", 1, 1)
+    metrics.auth_cache("hit")
+    metrics.limiter_refusal("rate_limited", "free")
+    metrics.limiter_storage_fallback("open")
+    tunnel = render_prometheus(TunnelStatus([Forward("gpu-1", 8080, "h", 8080)]).snapshot())
+    exported = {name for (name, _labels) in _parse(metrics)} | set(re.findall(r"^(litellm_tunnel_\w+)", tunnel, re.M))
+    assert used and used <= exported, used - exported
+    assert len(exprs) >= 20
