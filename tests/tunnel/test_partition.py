@@ -119,7 +119,8 @@ def test_partition_noticed_within_interval_x_count_and_recovered(netns: Netns, t
         wait_until(lambda: tunnel.status()["state"] != "up", 6, "the tunnel noticing the partition", 0.02)
         noticed = time.monotonic() - t0
         deadline = KEEPALIVE["interval"] * KEEPALIVE["count"]
-        assert noticed <= deadline + 0.5, f"noticed after {noticed:.2f}s, deadline {deadline}s"
+        # + the loop's check interval and status-file polling, with room for a loaded machine.
+        assert noticed <= deadline + 0.75, f"noticed after {noticed:.2f}s, deadline {deadline}s"
         time.sleep(2.0)  # stay partitioned a while: reconnects time out meanwhile
 
         netns.partition(False)

@@ -120,9 +120,10 @@ def test_sse_events_arrive_unbuffered(env: Env) -> None:
                 sent = float(line.split()[2])
                 lags.append(time.monotonic() - sent)
     assert len(lags) == 20
-    # Each event is readable within a few ms of being written: nothing waits for a buffer to fill.
-    assert max(lags) < 0.025, lags
-    assert statistics.median(lags) < 0.005, lags
+    # Events are readable within a few ms of being written: nothing waits for a buffer to fill (that
+    # would hold events back by a whole gap, 30 ms, or more). A couple may be late on a busy machine.
+    assert statistics.median(lags) < 0.010, lags
+    assert sum(lag > 0.025 for lag in lags) <= 2, lags
 
 
 def test_new_connections_do_not_stall(env: Env) -> None:
@@ -139,7 +140,9 @@ def test_new_connections_do_not_stall(env: Env) -> None:
                 reply += chunk
         times.append(time.monotonic() - t0)
     slow = [t for t in times if t > 0.030]
-    assert len(slow) <= 1, sorted(times)[-5:]
+    # Stalls hit most connections when they happen (87-97 of 100 without our TCP_NODELAY); a few slow
+    # ones on a loaded machine are scheduling, not Nagle.
+    assert len(slow) <= 4, sorted(times)[-5:]
 
 
 def test_dead_target_closes_that_connection_only(env: Env) -> None:
@@ -218,7 +221,10 @@ def test_own_stale_session_is_ended_by_the_helper_at_once(env: Env) -> None:
         new.wait_up(10)
         took = time.monotonic() - t0
         assert "ended=" in new.proc.log_text() and "ended=none" not in new.proc.log_text()
-        assert took < 3.0, took  # python start-up + handshake; sshd alone would hold the ports forever
+        # Up on its first connection, in the time a Python start-up and a handshake take; without the
+        # helper sshd would hold the ports for as long as the frozen session lives (forever here).
+        assert new.status()["connects"] == 1
+        assert took < 5.0, took
         assert ident_via(env.spare[2]) == "gpu-0"
     finally:
         old.proc.kill()
