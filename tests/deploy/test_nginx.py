@@ -218,7 +218,7 @@ ADMIN_PATHS = [
     ("POST", "/key/generate"), ("GET", "/key/info"), ("GET", "/router/settings"), ("GET", "/get/config/callbacks"),
     ("GET", "/config/yaml"), ("GET", "/debug/asyncio-tasks"), ("GET", "/ui"), ("GET", "/ui/"), ("GET", "/metrics"),
     ("GET", "/health"), ("GET", "/health/readiness"), ("GET", "/spend/logs"), ("GET", "/model/info"),
-    ("POST", "/user/new"), ("GET", "/v1/model/info"), ("GET", "/global/spend"), ("GET", "/routes"),
+    ("POST", "/user/new"), ("GET", "/v1/model/info"), ("GET", "/global/spend"), ("GET", "/routes"), ("POST", "/hc/keys/revoke"),
 ]
 
 
