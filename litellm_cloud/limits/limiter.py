@@ -202,10 +202,12 @@ class Limiter:
         groups: dict[tuple[int, str], list[Ticket]] = defaultdict(list)
         for ticket in list(self._active.values()):
             groups[(id(ticket.storage), ticket.subject)].append(ticket)
-        until = self.now_ms() + self.lease_ttl_ms
+        now = self.now_ms()
         for tickets in groups.values():
             try:
-                await tickets[0].storage.renew(tickets[0].subject, [t.id for t in tickets], until)
+                await tickets[0].storage.renew(
+                    tickets[0].subject, [t.id for t in tickets], now, now + self.lease_ttl_ms
+                )
             except StorageError as exc:
                 self._storage_failed(self.now_ms(), exc)
 

@@ -40,8 +40,8 @@ class Storage(Protocol):
         """Replace a reservation by ``actual`` tokens and drop the ticket's lease."""
         ...
 
-    async def renew(self, subject: str, tickets: Sequence[str], lease_until_ms: int) -> None:
-        """Extend the leases of ``tickets`` that still exist."""
+    async def renew(self, subject: str, tickets: Sequence[str], now_ms: int, lease_until_ms: int) -> None:
+        """Extend the leases of ``tickets`` that have not expired by ``now_ms``."""
         ...
 
     async def peek(self, subject: str, now_ms: int, day: int) -> Usage:
@@ -53,7 +53,7 @@ class Storage(Protocol):
         ...
 
 
-def storage_from_uri(uri: str, *, lease_ttl_ms: int = 30_000) -> Storage:
+def storage_from_uri(uri: str) -> Storage:
     """The storage ``uri`` names; an unknown scheme is a ``ConfigError`` saying what to use."""
     if uri.startswith("memory://"):
         from .memory import MemoryStorage
@@ -62,7 +62,7 @@ def storage_from_uri(uri: str, *, lease_ttl_ms: int = 30_000) -> Storage:
     if uri.startswith(("redis://", "rediss://", "unix://")):
         from .redis import RedisStorage
 
-        return RedisStorage.from_url(uri, lease_ttl_ms=lease_ttl_ms)
+        return RedisStorage.from_url(uri)
     raise ConfigError(
         f"limits storage {uri!r}: unknown scheme; use memory:// (one process) or redis://host:port/db (shared)"
     )

@@ -35,10 +35,11 @@ local function usage(sum)
           redis.call('ZCARD', KEYS[4]), oldest(KEYS[1]), oldest(KEYS[2])}
 end
 
-local function touch(window, lease_ttl, day_ttl)
+-- Idle keys go on their own: the minute's after two windows, the day's after day_ttl. The lease key's
+-- TTL is set where leases are written (admit, renew): the newest lease ends last.
+local function touch(window, day_ttl)
   redis.call('PEXPIRE', KEYS[1], window * 2)
   redis.call('PEXPIRE', KEYS[2], window * 2)
   redis.call('PEXPIRE', KEYS[3], window * 2)
-  redis.call('PEXPIRE', KEYS[4], lease_ttl)
   redis.call('PEXPIRE', KEYS[5], day_ttl)
 end

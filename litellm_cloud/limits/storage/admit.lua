@@ -41,7 +41,8 @@ sum = sum + reserved
 redis.call('HSET', KEYS[3], ticket, reserved, '_sum', sum)
 redis.call('INCRBY', KEYS[5], reserved)
 redis.call('ZADD', KEYS[4], lease_until, ticket)
-touch(window, lease_ttl, day_ttl)
+touch(window, day_ttl)
+redis.call('PEXPIRE', KEYS[4], lease_ttl)
 local out = {1, '', reserved, -1}
 for _, v in ipairs(usage(sum)) do out[#out + 1] = v end
 return out

@@ -111,12 +111,12 @@ class MemoryStorage:
         s.leases.pop(ticket, None)
         return s.usage(now_ms, day)
 
-    async def renew(self, subject: str, tickets: Sequence[str], lease_until_ms: int) -> None:
+    async def renew(self, subject: str, tickets: Sequence[str], now_ms: int, lease_until_ms: int) -> None:
         state = self._subjects.get(subject)
         if state is None:
             return
         for ticket in tickets:
-            if ticket in state.leases:
+            if state.leases.get(ticket, now_ms) > now_ms:
                 state.leases[ticket] = lease_until_ms
 
     async def peek(self, subject: str, now_ms: int, day: int) -> Usage:

@@ -46,23 +46,22 @@ def _usage(now_ms: int, raw: Sequence[Any]) -> Usage:
 
 
 class RedisStorage:
-    """Limit counters in Redis; ``lease_ttl_ms`` bounds how long a crashed proxy's slots stay taken."""
+    """Limit counters in Redis (one client; its pool binds to the event loop of first use)."""
 
-    def __init__(self, client: aioredis.Redis, *, lease_ttl_ms: int = 30_000) -> None:
+    def __init__(self, client: aioredis.Redis) -> None:
         self._client = client
-        self._lease_ttl_ms = lease_ttl_ms
         self._admit = client.register_script(_script("admit.lua"))
         self._settle = client.register_script(_script("settle.lua"))
         self._peek = client.register_script(_script("peek.lua"))
         self._renew = client.register_script(resources.files(__package__).joinpath("renew.lua").read_text())
 
     @classmethod
-    def from_url(cls, url: str, *, lease_ttl_ms: int = 30_000) -> RedisStorage:
+    def from_url(cls, url: str) -> RedisStorage:
         """A storage on ``url``; ``socket_timeout`` and ``socket_connect_timeout`` default to 0.5 s."""
         given = parse_qs(urlsplit(url).query)
         kwargs: dict[str, Any] = {k: v for k, v in _DEFAULT_TIMEOUTS.items() if k not in given}
         client = aioredis.Redis.from_url(url, retry=_RETRY, **kwargs)
-        return cls(client, lease_ttl_ms=lease_ttl_ms)
+        return cls(client)
 
     @staticmethod
     def _keys(subject: str, day: int) -> list[str]:
@@ -79,7 +78,7 @@ class RedisStorage:
         self, subject: str, limits: Limits, cost: Cost, ticket: str, now_ms: int, lease_until_ms: int, day: int
     ) -> AdmitResult:
         args = [now_ms, WINDOW_MS, limits.rpm, limits.tpm, limits.daily_tokens, limits.max_parallel,
-                cost.need, cost.want, ticket, lease_until_ms, self._lease_ttl_ms, DAY_TTL_MS]  # fmt: skip
+                cost.need, cost.want, ticket, lease_until_ms, lease_until_ms - now_ms, DAY_TTL_MS]  # fmt: skip
         raw = await self._call(self._admit, self._keys(subject, day), args)
         admitted, refusal, reserved, free_at = int(raw[0]), raw[1], int(raw[2]), int(raw[3])
         if isinstance(refusal, bytes):
@@ -92,13 +91,13 @@ class RedisStorage:
         )
 
     async def settle(self, subject: str, ticket: str, reserved: int, actual: int, now_ms: int, day: int) -> Usage:
-        args = [now_ms, WINDOW_MS, ticket, reserved, actual, self._lease_ttl_ms, DAY_TTL_MS]
+        args = [now_ms, WINDOW_MS, ticket, reserved, actual, DAY_TTL_MS]
         return _usage(now_ms, await self._call(self._settle, self._keys(subject, day), args))
 
-    async def renew(self, subject: str, tickets: Sequence[str], lease_until_ms: int) -> None:
+    async def renew(self, subject: str, tickets: Sequence[str], now_ms: int, lease_until_ms: int) -> None:
         if tickets:
             keys = [self._keys(subject, 0)[3]]
-            await self._call(self._renew, keys, [lease_until_ms, self._lease_ttl_ms, *tickets])
+            await self._call(self._renew, keys, [now_ms, lease_until_ms, lease_until_ms - now_ms, *tickets])
 
     async def peek(self, subject: str, now_ms: int, day: int) -> Usage:
         return _usage(now_ms, await self._call(self._peek, self._keys(subject, day), [now_ms, WINDOW_MS]))

@@ -1,8 +1,8 @@
 -- Settle a ticket to its real token count and drop its lease.
--- ARGV: now, window, ticket, reserved, actual, lease_ttl, day_ttl.  Returns usage (see _expire.lua).
+-- ARGV: now, window, ticket, reserved, actual, day_ttl.  Returns usage (see _expire.lua).
 local now, window, ticket = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local reserved, actual = tonumber(ARGV[4]), tonumber(ARGV[5])
-local lease_ttl, day_ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
+local day_ttl = tonumber(ARGV[6])
 
 local sum = expire(now, window)
 local held = redis.call('HGET', KEYS[3], ticket)
@@ -20,5 +20,5 @@ local day_used = tonumber(redis.call('GET', KEYS[5]) or '0') + actual - reserved
 if day_used < 0 then day_used = 0 end
 redis.call('SET', KEYS[5], day_used)
 redis.call('ZREM', KEYS[4], ticket)
-touch(window, lease_ttl, day_ttl)
+touch(window, day_ttl)
 return usage(sum)
