@@ -32,7 +32,9 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    return (
+        f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
 
 
 def request_bytes(host: str, port: int, path: str, body: Mapping[str, object], headers: Mapping[str, str]) -> bytes:
@@ -98,7 +100,9 @@ async def _worker(host: str, port: int, payload: bytes, deadline: float, lat: li
         writer.close()
 
 
-async def _run(host: str, port: int, payload: bytes, concurrency: int, seconds: float) -> tuple[list[float], list[int], float]:
+async def _run(
+    host: str, port: int, payload: bytes, concurrency: int, seconds: float
+) -> tuple[list[float], list[int], float]:
     lat: list[float] = []
     errors: list[int] = []
     started = time.perf_counter()

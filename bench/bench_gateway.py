@@ -11,7 +11,6 @@ what it measures: read the ratios, not the absolute numbers.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 from pathlib import Path
@@ -35,11 +34,11 @@ def main() -> int:
         try:
             # Instant generation: the benchmark measures the gateway, not simulated GPU speed.
             sim.control("*", ttft_ms=0, tokens_per_s=0)
-            env = {"HEARTCODE_BACKEND_URL": "http://127.0.0.1:9"}
-            if importlib.util.find_spec("litellm_cloud.sim.backend") is not None:
-                backend, url = start_backend(logs, [{"key": KEY, "user_id": "bench", "tier": "admin", "age_verified": True}])
-                procs.append(backend)
-                env["HEARTCODE_BACKEND_URL"] = url
+            backend, url = start_backend(
+                logs, [{"key": KEY, "user_id": "bench", "tier": "admin", "age_verified": True}]
+            )
+            procs.append(backend)
+            env = {"HEARTCODE_BACKEND_URL": url}
             config = render_test_config(logs / "config.yaml", sim.endpoints, timeout=30, stream_timeout=30)
             proxy, base = start_proxy("proxy", config, logs, env)
             procs.append(proxy)

@@ -11,7 +11,6 @@ requests the slow server got. The winner is what fleet.yaml's ``router.routing_s
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 from pathlib import Path
@@ -45,11 +44,11 @@ def main() -> int:
         sim = SimFleet(logs).start()
         procs = [sim.process]
         try:
-            env = {"HEARTCODE_BACKEND_URL": "http://127.0.0.1:9"}
-            if importlib.util.find_spec("litellm_cloud.sim.backend") is not None:
-                backend, url = start_backend(logs, [{"key": KEY, "user_id": "bench", "tier": "admin", "age_verified": True}])
-                procs.append(backend)
-                env["HEARTCODE_BACKEND_URL"] = url
+            backend, url = start_backend(
+                logs, [{"key": KEY, "user_id": "bench", "tier": "admin", "age_verified": True}]
+            )
+            procs.append(backend)
+            env = {"HEARTCODE_BACKEND_URL": url}
             rows, ratios = [], []
             for strategy in STRATEGIES:
                 sim.control("*", mode="ok", ttft_ms=5, tokens_per_s=500, reset_stats=True)

@@ -78,7 +78,9 @@ _DEFAULTS = {f.env: f.default for f in FIELDS}
 
 def settings_table() -> str:
     """The README's configuration table rows (a test keeps the README in step with ``FIELDS``)."""
-    return "\n".join(f"| `{f.env}` | `{f.default}` | {f.help} |" if f.default else f"| `{f.env}` | | {f.help} |" for f in FIELDS)
+    return "\n".join(
+        f"| `{f.env}` | `{f.default}` | {f.help} |" if f.default else f"| `{f.env}` | | {f.help} |" for f in FIELDS
+    )
 
 
 def _get(env: Mapping[str, str], name: str) -> str:

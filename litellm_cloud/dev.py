@@ -113,9 +113,7 @@ def start_dev(
         config = work_dir / "config-dev.yaml"
         config.write_text(render_text(manifest, "local", options))
         master_key = env.get("LITELLM_MASTER_KEY") or "sk-dev-" + secrets.token_urlsafe(18)
-        proxy_environment = proxy_env(
-            {**env, "HEARTCODE_BACKEND_URL": backend_url, "LITELLM_MASTER_KEY": master_key}
-        )
+        proxy_environment = proxy_env({**env, "HEARTCODE_BACKEND_URL": backend_url, "LITELLM_MASTER_KEY": master_key})
         base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
         proxy = ManagedProcess(
             "proxy", proxy_argv(config, host=host, port=port), log_dir=work_dir, env=proxy_environment, cwd=home,
@@ -153,11 +151,11 @@ def banner(gw: DevGateway) -> str:
         "Try:",
         f"  curl -s {gw.url}/v1/models -H 'Authorization: Bearer {key}'",
         f"  curl -s {gw.url}/v1/chat/completions -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\",
-        "       -d '{\"model\": \"heartcode-default\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}]}'",
+        '       -d \'{"model": "heartcode-default", "messages": [{"role": "user", "content": "Hello!"}]}\'',
         f"  curl -sN {gw.url}/v1/chat/completions -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\",
-        "       -d '{\"model\": \"heartcode-default\", \"stream\": true, \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'",
+        '       -d \'{"model": "heartcode-default", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}\'',
         f"  curl -s {gw.url}/v1/embeddings -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\",
-        "       -d '{\"model\": \"heartcode-embed\", \"input\": \"hello\"}'",
+        '       -d \'{"model": "heartcode-embed", "input": "hello"}\'',
         f"  curl -s {gw.url}/v1/usage -H 'Authorization: Bearer {key}'",
         "",
         f"Admin (master) key for this run: {gw.master_key}",

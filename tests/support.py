@@ -8,9 +8,7 @@ waits until it is ready, and on stop terminates the whole group so nothing outli
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -129,7 +127,12 @@ def render_test_config(path: Path, endpoints: Mapping[str, str], **options: obje
     """Render the local config pointed at ``endpoints`` with test-sized timeouts into ``path``."""
     from litellm_cloud.fleet import RenderOptions, load_manifest, render_text
 
-    defaults: dict[str, object] = {"timeout": 5.0, "stream_timeout": 5.0, "cooldown_time": 5, "health_check_interval": 0}
+    defaults: dict[str, object] = {
+        "timeout": 5.0,
+        "stream_timeout": 5.0,
+        "cooldown_time": 5,
+        "health_check_interval": 0,
+    }
     defaults.update(options)
     text = render_text(load_manifest(FLEET_FILE), "local", RenderOptions(endpoints=dict(endpoints), **defaults))  # type: ignore[arg-type]
     path.write_text(text)
@@ -158,14 +161,20 @@ def start_proxy(
     argv = [PYTHON, "-m", "litellm_cloud", "proxy", "--config", str(config), "--home", str(REPO),
             "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     proc = ManagedProcess(
-        name, argv, log_dir=log_dir, env=full_env, ready=http_ok(f"{base}/health/liveliness"),
+        name,
+        argv,
+        log_dir=log_dir,
+        env=full_env,
+        ready=http_ok(f"{base}/health/liveliness"),
         ready_timeout=ready_timeout,
     )
     proc.start()
     return proc, base
 
 
-def start_backend(log_dir: Path, keys: Sequence[Mapping[str, object]], *, name: str = "backend") -> tuple[ManagedProcess, str]:
+def start_backend(
+    log_dir: Path, keys: Sequence[Mapping[str, object]], *, name: str = "backend"
+) -> tuple[ManagedProcess, str]:
     """The development key backend (the HeartCode contract) serving ``keys``; returns (process, base URL)."""
     keys_file = log_dir / f"{name}-keys.yaml"
     import yaml
@@ -174,7 +183,17 @@ def start_backend(log_dir: Path, keys: Sequence[Mapping[str, object]], *, name: 
     port = free_port()
     proc = ManagedProcess(
         name,
-        [PYTHON, "-m", "litellm_cloud.sim.backend", "--host", "127.0.0.1", "--port", str(port), "--keys", str(keys_file)],
+        [
+            PYTHON,
+            "-m",
+            "litellm_cloud.sim.backend",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--keys",
+            str(keys_file),
+        ],
         log_dir=log_dir,
         ready=lambda: port_open(port),
         ready_timeout=30,

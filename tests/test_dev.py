@@ -63,14 +63,18 @@ def test_dev_gateway_serves_every_endpoint_and_stops_cleanly(tmp_path: Path) -> 
         assert r.status_code == 200, r.text
         assert r.json()["choices"][0]["message"]["content"]
         chunks = 0
-        with httpx.stream("POST", f"{base}/v1/chat/completions", json={**hello, "stream": True}, headers=headers, timeout=30) as s:
+        with httpx.stream(
+            "POST", f"{base}/v1/chat/completions", json={**hello, "stream": True}, headers=headers, timeout=30
+        ) as s:
             assert s.status_code == 200
             for line in s.iter_lines():
                 if line.startswith("data: {"):
                     json.loads(line[6:])
                     chunks += 1
         assert chunks > 3
-        r = httpx.post(f"{base}/v1/embeddings", json={"model": "heartcode-embed", "input": "hello"}, headers=headers, timeout=30)
+        r = httpx.post(
+            f"{base}/v1/embeddings", json={"model": "heartcode-embed", "input": "hello"}, headers=headers, timeout=30
+        )
         assert r.status_code == 200 and r.json()["data"][0]["embedding"], r.text
         r = httpx.get(f"{base}/v1/models", headers=headers, timeout=30)
         assert r.status_code == 200 and "heartcode-default" in {m["id"] for m in r.json()["data"]}

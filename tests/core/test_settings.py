@@ -21,7 +21,9 @@ def test_defaults() -> None:
 
 
 def test_secrets_never_show() -> None:
-    s = Settings.from_env({"LITELLM_MASTER_KEY": "sk-very-secret", "HEARTCODE_BACKEND_TOKEN": "tok-secret"}, base_dir=REPO)
+    s = Settings.from_env(
+        {"LITELLM_MASTER_KEY": "sk-very-secret", "HEARTCODE_BACKEND_TOKEN": "tok-secret"}, base_dir=REPO
+    )
     assert "sk-very-secret" not in repr(s) and "tok-secret" not in repr(s)
     assert s.master_key.reveal() == "sk-very-secret"
     assert repr(Secret("x")) == "Secret('**********')"

@@ -15,7 +15,9 @@ from tests.support import PYTHON, REPO
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PYTHON, "-m", "litellm_cloud", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [PYTHON, "-m", "litellm_cloud", *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 @pytest.fixture
@@ -42,7 +44,9 @@ def test_render_check_catches_a_hand_edited_config(checkout: Path) -> None:
 
 def test_render_check_catches_a_manifest_change_not_rendered(checkout: Path) -> None:
     fleet = checkout / "fleet.yaml"
-    fleet.write_text(fleet.read_text().replace("port: 8083, tunnel_port: 8083}", "port: 8083, tunnel_port: 8083, drain: true}"))
+    fleet.write_text(
+        fleet.read_text().replace("port: 8083, tunnel_port: 8083}", "port: 8083, tunnel_port: 8083, drain: true}")
+    )
     assert cli("render", "--check", cwd=checkout).returncode == 1
 
 
@@ -92,7 +96,10 @@ def test_render_options_point_servers_elsewhere() -> None:
     ("edit", "message"),
     [
         (lambda d: d["aliases"].update({"x": "nope"}), "alias 'x' points to unknown group"),
-        (lambda d: d["groups"]["heartcode-embed"]["servers"][0].update({"tunnel_port": 8080}), "tunnel ports must be unique"),
+        (
+            lambda d: d["groups"]["heartcode-embed"]["servers"][0].update({"tunnel_port": 8080}),
+            "tunnel ports must be unique",
+        ),
         (lambda d: d["groups"]["heartcode-embed"]["servers"][0].update({"port": "many"}), "fleet.yaml:"),
         (lambda d: d["groups"]["heartcode-embed"].update({"mode": "image"}), "groups.heartcode-embed.mode"),
     ],
