@@ -252,3 +252,25 @@ def test_dashboard_queries_only_exported_metrics() -> None:
     exported = {name for (name, _labels) in _parse(metrics)} | set(re.findall(r"^(litellm_tunnel_\w+)", tunnel, re.M))
     assert used and used <= exported, used - exported
     assert len(exprs) >= 20
+
+
+# --- metrics for other processes (the tunnel) ----------------------------------------------------------
+
+
+def test_serve_metrics_renders_live_state_per_scrape() -> None:
+    from litellm_cloud.observability.exposition import serve_metrics
+    from litellm_cloud.tunnel.config import Forward
+    from litellm_cloud.tunnel.status import TunnelStatus, render_prometheus
+
+    status = TunnelStatus([Forward("gpu-1", 8080, "10.0.0.5", 8080)])
+    server = serve_metrics(lambda: render_prometheus(status.snapshot()).encode())
+    try:
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        assert "litellm_tunnel_up 0" in httpx.get(url).text
+        status.set_state("up")
+        status.add_bytes("gpu-1", to_target=1234)
+        text = httpx.get(url).text
+        assert "litellm_tunnel_up 1" in text and 'direction="to_target"} 1234' in text
+        assert httpx.get(f"http://127.0.0.1:{server.port}/other").status_code == 404
+    finally:
+        server.close()
