@@ -274,7 +274,7 @@ def run_checks(
     base_dir: Path | None = None,
     client: httpx.Client | None = None,
     clock: Callable[[], float] = time.monotonic,
-    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
 ) -> list[Check]:
     """Every check, in a stable order (they run concurrently)."""
     own_client = client is None

@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 def make_cert(directory: Path, *, not_after: dt.datetime | None = None, days_before: int = 1,
               name: str = "server") -> tuple[Path, Path]:
     """Write ``<name>.crt`` and ``<name>.key`` (ECDSA P-256) into ``directory``; returns their paths."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     cert = (

@@ -79,7 +79,7 @@ class NginxLayout:
 
     def test_config(self) -> subprocess.CompletedProcess[str]:
         """``nginx -t`` on this layout."""
-        return subprocess.run(self.argv("-t"), capture_output=True, text=True, timeout=30)
+        return subprocess.run(self.argv("-t"), check=False, capture_output=True, text=True, timeout=30)
 
     def process(self, name: str, ready_port: int) -> ManagedProcess:
         return ManagedProcess(name, self.argv(), log_dir=self.root / "logs", ready=lambda: port_open(ready_port),

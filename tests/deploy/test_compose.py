@@ -68,7 +68,7 @@ def run_compose(tmp_path: Path, *args: str, env_overrides: dict[str, str] | None
     argv = [str(compose_binary()), "--project-directory", str(REPO), "-f", str(COMPOSE_FILE),
             "--env-file", str(env_file), *args]
     # A clean environment: only the env file may supply values (the shell's could hide a missing one).
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
 
 
 def load_config(tmp_path: Path, *profiles: str) -> dict[str, Any]:
@@ -103,7 +103,7 @@ def test_strict_validation_and_required_master_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
     bad.write_text(COMPOSE_FILE.read_text().replace("    restart: unless-stopped\n", "    restartt: unless-stopped\n", 1))
     done = subprocess.run([str(compose_binary()), "--project-directory", str(REPO), "-f", str(bad), "config", "-q"],
-                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "LITELLM_MASTER_KEY": "x"})
+                          check=False, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "LITELLM_MASTER_KEY": "x"})
     assert done.returncode != 0 and "restartt" in done.stderr
 
 
@@ -120,11 +120,11 @@ def test_every_mounted_or_built_file_exists(https: dict[str, Any]) -> None:
         if "build" in service:
             context = Path(service["build"]["context"])
             assert (context / service["build"]["dockerfile"]).is_file()
-            for source in dockerfile_copy_sources():
-                assert (context / source).exists(), f"Dockerfile copies {source}, which does not exist"
-                assert not dockerignored(source), f"Dockerfile copies {source}, but .dockerignore leaves it out"
+            for copied in dockerfile_copy_sources():
+                assert (context / copied).exists(), f"Dockerfile copies {copied}, which does not exist"
+                assert not dockerignored(copied), f"Dockerfile copies {copied}, but .dockerignore leaves it out"
     # Operator paths are never committed by accident.
-    ignored = subprocess.run(["git", "check-ignore", "-q", "certs/server.key"], cwd=REPO)
+    ignored = subprocess.run(["git", "check-ignore", "-q", "certs/server.key"], check=False, cwd=REPO)
     assert ignored.returncode == 0, "certs/ must be in .gitignore"
 
 

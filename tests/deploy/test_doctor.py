@@ -22,7 +22,7 @@ from tests.deploy._certs import make_cert
 from tests.deploy._services import start_backend, start_redis
 from tests.support import PYTHON, REPO, ManagedProcess, SimFleet, free_port, render_test_config
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @dataclass
@@ -48,7 +48,7 @@ class FakeLangfuse:
 
     def __init__(self) -> None:
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 good = "Basic " + base64.b64encode(b"pk-test:sk-test").decode()
                 if self.path == "/api/public/health":
                     status = 200
@@ -196,13 +196,13 @@ def test_cli_lines_exit_code_and_host_map(world: World) -> None:
     env = {**os.environ, **world.env(HEARTCODE_BACKEND_URL=world.backend_url.replace("127.0.0.1", "host.docker.internal"))}
     argv = [PYTHON, "-m", "litellm_cloud", "doctor", "--config", str(config), "--cert", str(world.certs / "server.crt"),
             "--map", "host.docker.internal=127.0.0.1", "--timeout", "2"]
-    ok = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    ok = subprocess.run(argv, check=False, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     lines = ok.stdout.splitlines()
     assert lines[-1] == f"{len(lines) - 1} ok, 0 warn, 0 fail"
     assert all(line.split()[0] == "OK" for line in lines[:-1])
-    unmapped = subprocess.run(argv[:-4] + ["--timeout", "1"], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    unmapped = subprocess.run(argv[:-4] + ["--timeout", "1"], check=False, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert unmapped.returncode == 1
     assert any(line.startswith("FAIL  backend") for line in unmapped.stdout.splitlines())
-    bad_map = subprocess.run([*argv, "--map", "nonsense"], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    bad_map = subprocess.run([*argv, "--map", "nonsense"], check=False, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert bad_map.returncode == 2 and "HOST=ADDRESS" in bad_map.stderr
