@@ -153,6 +153,9 @@ def test_litellm_versions_agree() -> None:
     dockerfile = DOCKERFILE.read_text()
     assert f"ARG LITELLM_VERSION={version}\n" in dockerfile
     assert "FROM ghcr.io/berriai/litellm:main-v${LITELLM_VERSION}\n" in dockerfile
+    # The image builds our package from what the Dockerfile copies: a readme named by pyproject must be there.
+    readme = pyproject["project"].get("readme")
+    assert readme is None or readme in dockerfile_copy_sources()
     compose_arg = re.search(r'LITELLM_VERSION: "([^"]+)"', COMPOSE_FILE.read_text())
     assert compose_arg and compose_arg.group(1) == version
 
