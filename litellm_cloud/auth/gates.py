@@ -36,7 +36,8 @@ CUSTOMER_ROUTES = frozenset(
 )
 
 #: Request fields that would let a caller steer LiteLLM past the model gate (other models on failure,
-#: another upstream, its own model list) or past the upstream itself. Refused with 400 for customer keys.
+#: another upstream, its own model list). Refused with 400 for customer keys. (LiteLLM itself refuses
+#: ``api_base``/``user_config`` before auth, and strips client ``mock_*`` fields.)
 FORBIDDEN_FIELDS = frozenset(
     {
         "fallbacks",
@@ -49,9 +50,6 @@ FORBIDDEN_FIELDS = frozenset(
         "api_key",
         "api_version",
         "organization",
-        "mock_response",
-        "mock_testing_fallbacks",
-        "mock_timeout",
     }
 )
 

@@ -18,14 +18,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
 from litellm.proxy.auth.auth_utils import get_request_route
 
 from .._config import Secret
-from .._edge import to_proxy_exception
-from .._errors import GatewayError, InvalidApiKey
+from .._edge import to_proxy_exception, to_replacement_exception
+from .._errors import BadRequest, GatewayError, InvalidApiKey
 from ..identity import IDENTITY_KEY, Identity, key_hash
 from .authenticator import Authenticator
 from .gates import ModelGate, check_fields, check_route
@@ -98,3 +98,20 @@ class AccessHook(CustomLogger):
         except GatewayError as err:
             raise to_proxy_exception(err) from None
         return None
+
+    async def async_post_call_failure_hook(
+        self,
+        request_data: dict,
+        original_exception: Exception,
+        user_api_key_dict: UserAPIKeyAuth,
+        traceback_str: str | None = None,
+    ) -> HTTPException | None:
+        # LiteLLM refuses client-side routing fields (api_base, ...) before our auth runs, with a bare
+        # ValueError that becomes a 500: it is the client's mistake, so answer 400 invalid_request.
+        if isinstance(original_exception, ValueError) and str(original_exception).startswith(_REJECTED):
+            field = str(original_exception)[len(_REJECTED):].split(" is not allowed", 1)[0].strip()
+            return to_replacement_exception(BadRequest(f"The request field '{field[:40]}' is not accepted."))
+        return None
+
+
+_REJECTED = "Rejected Request:"
