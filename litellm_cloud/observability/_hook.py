@@ -103,4 +103,4 @@ class ObservabilityHook(CustomLogger):
             )
         except Exception:
             log.exception("observability: failed request not recorded")
-        return None  # never replaces the client's error
+        # Returns None: the client gets the error the other hooks chose.

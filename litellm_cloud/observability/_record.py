@@ -237,4 +237,3 @@ def from_failure(
         output=None,
         parameters={},
     )
-

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ._record import RequestRecord
@@ -24,7 +24,7 @@ _REFUSAL_STATUSES = frozenset({400, 401, 403, 404, 422, 429})
 
 def iso(epoch: float) -> str:
     """Langfuse's timestamp format (UTC, ISO 8601 with Z)."""
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _bounded(content: Any) -> Any:

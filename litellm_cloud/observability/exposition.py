@@ -42,7 +42,7 @@ def serve_metrics(render: Callable[[], bytes], host: str = "127.0.0.1", port: in
     """Serve ``GET /metrics`` with ``render()`` on ``host:port`` until ``close()``."""
 
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (scrapes are not news)
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
         def do_GET(self) -> None:

@@ -51,13 +51,11 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             with ThreadPoolExecutor(2) as pool:  # two proxies start in parallel: half the wait
                 quiet_f = pool.submit(start_proxy, "proxy-quiet", config, logs, base_env)
                 stuck_f = pool.submit(start_proxy, "proxy-stuck", config, logs, stuck_env)
-                for future in (quiet_f, stuck_f):
-                    try:
-                        started.append(future.result()[0])
-                    except Exception:
-                        pass
-            if len(started) != 3:
-                raise RuntimeError("a proxy did not start; see the logs in " + str(logs))
+            failures = [f.exception() for f in (quiet_f, stuck_f)]
+            started += [f.result()[0] for f, exc in zip((quiet_f, stuck_f), failures, strict=True) if exc is None]
+            for exc in failures:
+                if exc is not None:
+                    raise exc
             yield Pair(quiet_f.result()[1], stuck_f.result()[1], quiet_rec, stuck_rec)
         finally:
             for proc in reversed(started):

@@ -189,7 +189,7 @@ def test_no_raw_key_and_langfuse_credentials_sent(stack: Stack) -> None:
     stack.post(_key("alice"), chat("heartcode-default", "one more", max_tokens=3))
     stack.traces_of(_key("alice"), 2)
     raw = _all_bytes(stack.recorder)
-    for key in [*(k["key"] for k in KEYS), UNKNOWN_KEY, MASTER_KEY]:
+    for key in [*(str(k["key"]) for k in KEYS), UNKNOWN_KEY, MASTER_KEY]:
         assert key.encode() not in raw
         assert key.split("-0123")[0].encode() not in raw  # not even the readable start of it
     expected = "Basic " + base64.b64encode(f"{LF_PUBLIC}:{LF_SECRET}".encode()).decode()
@@ -208,9 +208,10 @@ def test_metrics_needs_a_token(stack: Stack) -> None:
     assert httpx.get(f"{stack.base}/metrics", timeout=10).status_code == 401
     bad = httpx.get(f"{stack.base}/metrics", headers={"authorization": f"Bearer {_key('alice')}"}, timeout=10)
     assert bad.status_code == 401 and bad.json()["error"]["code"] == "invalid_api_key"
-    assert "litellm_cloud_requests_total" in httpx.get(
-        f"{stack.base}/metrics", headers={"authorization": f"Bearer {MASTER_KEY}"}, timeout=10
-    ).text
+    assert (
+        "litellm_cloud_requests_total"
+        in httpx.get(f"{stack.base}/metrics", headers={"authorization": f"Bearer {MASTER_KEY}"}, timeout=10).text
+    )
     _scrape(stack)
 
 
@@ -285,4 +286,7 @@ def test_upstream_failure_counts_per_server_and_traces_an_error(stack: Stack) ->
         value(before, "litellm_cloud_deployment_calls_total", model_group="heartcode-chat-sfw", result="error")
     )
     code = {"tier": "premium", "code": "model_unavailable", "model_group": "heartcode-chat-nsfw"}
-    assert value(after, "litellm_cloud_requests_total", **code) - value(before, "litellm_cloud_requests_total", **code) == 1
+    assert (
+        value(after, "litellm_cloud_requests_total", **code) - value(before, "litellm_cloud_requests_total", **code)
+        == 1
+    )

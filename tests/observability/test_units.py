@@ -162,13 +162,13 @@ def test_outcome_of_our_errors_and_foreign_ones() -> None:
 
 
 def _record_of(**overrides: object) -> _record.RequestRecord:
-    base = dict(
-        call_id="call-1", kind="chat", requested_model="heartcode-nsfw", model_group="heartcode-chat-nsfw",
-        deployment="gpu-6", user_id="u1", key_id="k1", key_hash="key-0123456789ab", tier="premium",
-        start=1000.0, end=1000.5, first_token=1000.1, stream=True, prompt_tokens=3, completion_tokens=4,
-        code="ok", status=200, error=None, input=[{"role": "user", "content": "x" * 50_000}],
-        output={"role": "assistant", "content": "hi"}, parameters={"max_tokens": 4},
-    )  # fmt: skip
+    base: dict[str, object] = {
+        "call_id": "call-1", "kind": "chat", "requested_model": "heartcode-nsfw", "model_group": "heartcode-chat-nsfw",
+        "deployment": "gpu-6", "user_id": "u1", "key_id": "k1", "key_hash": "key-0123456789ab", "tier": "premium",
+        "start": 1000.0, "end": 1000.5, "first_token": 1000.1, "stream": True, "prompt_tokens": 3, "completion_tokens": 4,
+        "code": "ok", "status": 200, "error": None, "input": [{"role": "user", "content": "x" * 50_000}],
+        "output": {"role": "assistant", "content": "hi"}, "parameters": {"max_tokens": 4},
+    }  # fmt: skip
     base.update(overrides)
     return _record.RequestRecord(**base)  # type: ignore[arg-type]
 
@@ -211,6 +211,7 @@ def test_metrics_route_checks_its_own_token(header: str | None, status: int) -> 
         _settings(HEARTCODE_METRICS_TOKEN="metrics-token", LITELLM_MASTER_KEY="master-key"), metrics
     )
     app = FastAPI()
+    assert hook.router is not None
     app.include_router(hook.router)
     r = TestClient(app).get("/metrics", headers={"authorization": header} if header else {})
     assert r.status_code == status
@@ -221,6 +222,7 @@ def test_metrics_route_checks_its_own_token(header: str | None, status: int) -> 
 def test_metrics_route_refuses_everything_without_tokens() -> None:
     hook = observability.build_observability_hook(_settings(), Metrics())
     app = FastAPI()
+    assert hook.router is not None
     app.include_router(hook.router)
     assert TestClient(app).get("/metrics", headers={"authorization": "Bearer "}).status_code == 401
 
@@ -249,7 +251,9 @@ def test_dashboard_queries_only_exported_metrics() -> None:
     metrics.limiter_refusal("rate_limited", "free")
     metrics.limiter_storage_fallback("open")
     tunnel = render_prometheus(TunnelStatus([Forward("gpu-1", 8080, "h", 8080)]).snapshot())
-    exported = {name for (name, _labels) in _parse(metrics)} | set(re.findall(r"^(litellm_tunnel_\w+)", tunnel, re.M))
+    exported = {name for (name, _labels) in _parse(metrics)} | set(
+        re.findall(r"^(litellm_tunnel_\w+)", tunnel, re.MULTILINE)
+    )
     assert used and used <= exported, used - exported
     assert len(exprs) >= 20
 
