@@ -37,6 +37,7 @@ ACCOUNTS = {
     "bob": ("user-bob", "free", False),
     "dave": ("user-dave", "premium", True),
     "erin": ("user-erin", "premium", True),
+    "frank": ("user-frank", "free", False),
 }
 KEYS = [
     {"key": _key(n), "user_id": u, "tier": t, "age_verified": a, "key_id": f"k-{n}"}
@@ -183,6 +184,33 @@ def test_refusals_are_traced_with_their_code(stack: Stack) -> None:
     assert trace["userId"] is None and meta["tier"] == "none" and meta["key_id"] is None
     assert meta["outcome"] == "invalid_api_key" and meta["status"] == 401
     assert meta["model_group"] == "heartcode-chat-sfw"
+
+
+def test_limit_refusal_is_traced_and_counted(stack: Stack) -> None:
+    """Free tier: 10 requests a minute; the 11th is refused by the limiter's pre-call hook."""
+    key = _key("frank")
+    before = _scrape(stack)
+    codes = [stack.post(key, chat("heartcode-default", f"n{i}", max_tokens=1)).status_code for i in range(11)]
+    assert codes == [200] * 10 + [429], codes
+    traces = stack.traces_of(key, 11)
+    refused = [t for t in traces if t["trace"]["metadata"]["outcome"] != "ok"]
+    [t] = refused
+    meta = t["trace"]["metadata"]
+    assert meta["outcome"] == "rate_limited" and meta["status"] == 429 and meta["tier"] == "free"
+    assert t["trace"]["userId"] == "user-frank" and meta["deployment"] is None
+    assert t["observations"][0]["level"] == "WARNING"
+    after = _scrape(stack)
+    free_sfw = {"tier": "free", "model_group": "heartcode-chat-sfw"}
+    assert (
+        value(after, "litellm_cloud_requests_total", code="rate_limited", **free_sfw)
+        - value(before, "litellm_cloud_requests_total", code="rate_limited", **free_sfw)
+        == 1
+    )
+    assert (
+        value(after, "litellm_cloud_limiter_refusals_total", kind="rate_limited", tier="free")
+        - value(before, "litellm_cloud_limiter_refusals_total", kind="rate_limited", tier="free")
+        == 1
+    )
 
 
 def test_no_raw_key_and_langfuse_credentials_sent(stack: Stack) -> None:
