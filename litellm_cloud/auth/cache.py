@@ -80,7 +80,7 @@ class AuthCache(Generic[V]):
         if task is not None:
             value, result = await asyncio.shield(task)
             return value, "coalesced" if result == "miss" else result
-        task = asyncio.ensure_future(self._load(key, load))
+        task = asyncio.ensure_future(self._load(key, load, self._epoch))
         self._inflight[key] = task
         task.add_done_callback(lambda t: self._finished(key, t))
         return await asyncio.shield(task)
@@ -91,8 +91,7 @@ class AuthCache(Generic[V]):
         if not task.cancelled():
             task.exception()  # retrieved: no "never retrieved" warning when every caller left
 
-    async def _load(self, key: str, load: Loader[V]) -> tuple[V, str]:
-        epoch = self._epoch
+    async def _load(self, key: str, load: Loader[V], epoch: int) -> tuple[V, str]:
         try:
             value, positive = await load()
         except self._transient:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,15 +31,18 @@ def replicas(log_dir: Path) -> Iterator[tuple[Gateway, Gateway, KeyBackend]]:
         "HEARTCODE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "HEARTCODE_AUTH_CACHE_TTL": "300",  # only a revocation can make these replicas forget a key
     }
-    a, b = None, None
+    # Start both replicas at once: each spends most of its start-up importing LiteLLM.
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(start_proxy, name, config, log_dir, env) for name in ("proxy-a", "proxy-b")]
+    started = [f.result() for f in futures if f.exception() is None]
     try:
-        a, base_a = start_proxy("proxy-a", config, log_dir, env)
-        b, base_b = start_proxy("proxy-b", config, log_dir, env)
+        if len(started) != 2:
+            raise next(f.exception() for f in futures if f.exception() is not None)  # type: ignore[misc]
+        (_, base_a), (_, base_b) = started
         yield Gateway(base_a), Gateway(base_b), backend
     finally:
-        for p in (a, b):
-            if p is not None:
-                p.stop()
+        for process, _ in started:
+            process.stop()
         backend.stop()
         redis.stop()
 
@@ -56,8 +61,6 @@ def test_a_revocation_on_one_replica_stops_the_key_on_both(replicas: tuple[Gatew
     assert r.json()["replicas_notified"] == 2  # both replicas subscribe, the sender included
 
     # Pub/sub delivery is asynchronous: give replica B a moment, without sleeping blindly.
-    import time
-
     deadline = time.monotonic() + 3
     while b.models(key).status_code == 200 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -76,8 +79,6 @@ def test_revoking_every_key_of_a_user_by_user_id(replicas: tuple[Gateway, Gatewa
         backend.remove_key(key)
     r = a.request("POST", "/hc/keys/revoke", MASTER_KEY, json={"user_id": "u-wide"})
     assert r.status_code == 200 and r.json()["dropped_here"] == 0  # A never saw them
-    import time
-
     deadline = time.monotonic() + 3
     while b.models(keys[0]).status_code == 200 and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -1,0 +1,158 @@
+"""Auth parts without a proxy: gates, the authenticator's metrics and refusals, settings checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from litellm_cloud._config import Settings
+from litellm_cloud._errors import (
+    AuthUnavailable,
+    BadRequest,
+    ConfigError,
+    InvalidApiKey,
+    ModelNotAllowed,
+    ModelNotFound,
+    RouteNotAllowed,
+)
+from litellm_cloud.auth import build_auth
+from litellm_cloud.auth.authenticator import Authenticator, new_cache
+from litellm_cloud.auth.backend import BackendVerdict
+from litellm_cloud.auth.gates import CUSTOMER_ROUTES, ModelGate, check_fields, check_route
+from litellm_cloud.auth.revocation import LocalRevocations, Selector
+from litellm_cloud.identity import Identity, key_hash
+from litellm_cloud.observability import Metrics
+
+REPO = Path(__file__).resolve().parents[2]
+KEY = "hc-sk-unit-test-key-000000000001"
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return Settings.from_env({}, base_dir=REPO)
+
+
+def ident(tier: str = "free", verified: bool = False) -> Identity:
+    return Identity(user_id="u", key_id="k", key_hash="key-x", tier=tier, age_verified=verified)
+
+
+def test_route_gate_is_an_allow_list() -> None:
+    for route in CUSTOMER_ROUTES:
+        check_route(route)
+    for route in ["/key/generate", "/v1/chat/completions/", "/V1/chat/completions", "/router/settings", "/",
+                  "/openai/deployments/x/chat/completions", "/engines/x/chat/completions", "/metrics"]:
+        with pytest.raises(RouteNotAllowed):
+            check_route(route)
+
+
+def test_model_gate(settings: Settings) -> None:
+    gate = ModelGate(settings.fleet, settings.tiers)
+    assert gate.check(ident(), "heartcode-default") == "heartcode-chat-sfw"
+    for name in settings.fleet.names_for("heartcode-chat-nsfw"):
+        with pytest.raises(ModelNotAllowed):
+            gate.check(ident(), name)
+        assert gate.check(ident(verified=True), name) == "heartcode-chat-nsfw"
+    with pytest.raises(ModelNotFound):
+        gate.check(ident(), "gpt-4")
+    for bad in (None, "", 3, ["heartcode-sfw"]):
+        with pytest.raises(BadRequest):
+            gate.check(ident(), bad)
+    assert "heartcode-nsfw" not in gate.allowed_names(ident())
+    assert "heartcode-nsfw" in gate.allowed_names(ident(verified=True))
+    assert gate.allowed_names(ident(tier="gold")) == []
+
+
+def test_model_gate_honours_the_tier(settings: Settings) -> None:
+    from litellm_cloud.tiers import Tier, Tiers
+
+    small = Tier(name="small", rpm=1, tpm=1, daily_tokens=1, max_parallel=1, model_groups=("heartcode-embed",))
+    gate = ModelGate(settings.fleet, Tiers({"small": small}))
+    assert gate.check(ident("small"), "heartcode-embed") == "heartcode-embed"
+    with pytest.raises(ModelNotAllowed, match="small tier"):
+        gate.check(ident("small", verified=True), "heartcode-sfw")
+    assert gate.allowed_names(ident("small")) == ["heartcode-embed"]
+
+
+def test_a_tier_naming_an_unknown_group_stops_start_up(settings: Settings) -> None:
+    from litellm_cloud.tiers import Tier, Tiers
+
+    odd = Tier(name="odd", rpm=1, tpm=1, daily_tokens=1, max_parallel=1, model_groups=("no-such-group",))
+    with pytest.raises(ConfigError, match="no-such-group"):
+        ModelGate(settings.fleet, Tiers({"odd": odd}))
+
+
+def test_forbidden_fields() -> None:
+    check_fields({"model": "x", "messages": [], "temperature": 1})
+    with pytest.raises(BadRequest, match="fallbacks"):
+        check_fields({"model": "x", "fallbacks": ["y"]})
+
+
+class FakeBackend:
+    def __init__(self, verdict: BackendVerdict | Exception) -> None:
+        self.verdict = verdict
+        self.calls = 0
+
+    async def validate(self, api_key: str) -> BackendVerdict:
+        self.calls += 1
+        if isinstance(self.verdict, Exception):
+            raise self.verdict
+        return self.verdict
+
+
+class CacheMetrics(Metrics):
+    def __init__(self) -> None:
+        self.results: list[str] = []
+
+    def auth_cache(self, result: str) -> None:
+        self.results.append(result)
+
+
+def authenticator(settings: Settings, backend: FakeBackend, metrics: Metrics) -> Authenticator:
+    cache = new_cache(ttl=60, negative_ttl=10, grace=300, max_size=10)
+    return Authenticator(backend, cache, settings.tiers, metrics)
+
+
+async def test_authenticator_identity_metrics_and_refusals(settings: Settings) -> None:
+    m = CacheMetrics()
+    backend = FakeBackend(BackendVerdict(valid=True, user_id="u7", key_id="k7", tier="premium", age_verified=True))
+    auth = authenticator(settings, backend, m)
+    identity = await auth.authenticate(KEY)
+    assert identity == Identity(user_id="u7", key_id="k7", key_hash=key_hash(KEY), tier="premium", age_verified=True)
+    assert await auth.authenticate(KEY) == identity
+    assert m.results == ["miss", "hit"] and backend.calls == 1
+    with pytest.raises(InvalidApiKey):
+        await auth.authenticate("sk-not-ours")
+    assert backend.calls == 1
+
+
+async def test_unknown_tier_is_refused_and_cached_negatively(settings: Settings) -> None:
+    m = CacheMetrics()
+    backend = FakeBackend(BackendVerdict(valid=True, user_id="u", tier="gold"))
+    auth = authenticator(settings, backend, m)
+    for _ in range(2):
+        with pytest.raises(AuthUnavailable, match="tier"):
+            await auth.authenticate(KEY)
+    assert backend.calls == 1 and m.results == ["miss", "negative_hit"]
+
+
+async def test_revocation_selectors(settings: Settings) -> None:
+    backend = FakeBackend(BackendVerdict(valid=True, user_id="u1", key_id="k1", tier="free"))
+    auth = authenticator(settings, backend, Metrics())
+    await auth.authenticate(KEY)
+    local = LocalRevocations(auth.cache)
+    assert (await local.revoke(Selector("key_id", "other"))).dropped_here == 0
+    assert (await local.revoke(Selector("key_id", "k1"))).dropped_here == 1
+    await auth.authenticate(KEY)
+    assert (await local.revoke(Selector("key_hash", key_hash(KEY)))).dropped_here == 1
+    await auth.authenticate(KEY)
+    assert (await local.revoke(Selector("user_id", "u1"))).dropped_here == 1
+    assert backend.calls == 3  # the first load and one after each of the first two revocations
+
+
+def test_build_auth_exposes_what_the_gateway_mounts(settings: Settings) -> None:
+    from fastapi import APIRouter
+
+    auth = build_auth(settings, Metrics())
+    assert isinstance(auth.router, APIRouter)
+    assert [r.path for r in auth.router.routes] == ["/hc/keys/revoke"]  # type: ignore[attr-defined]
