@@ -213,6 +213,23 @@ def test_limit_refusal_is_traced_and_counted(stack: Stack) -> None:
     )
 
 
+def test_embedding_trace_keeps_no_vectors(stack: Stack) -> None:
+    key = _key("alice")
+    r = httpx.post(f"{stack.base}/v1/embeddings", json={"model": "heartcode-embed", "input": "embed me"},
+                   headers={"authorization": f"Bearer {key}"}, timeout=30)  # fmt: skip
+    assert r.status_code == 200, r.text
+
+    def embedding_traces() -> list[dict[str, Any]]:
+        return [t for t in stack.traces_of(key, 1) if t["trace"]["name"] == "embedding"]
+
+    wait_until(lambda: len(embedding_traces()) == 1, 15, "the embedding trace")
+    [t] = embedding_traces()
+    meta = t["trace"]["metadata"]
+    assert meta["model_group"] == "heartcode-embed" and meta["deployment"].startswith("embed-")
+    assert meta["prompt_tokens"] > 0 and t["trace"]["input"] == "embed me"
+    assert t["trace"]["output"] == {"embeddings": 1}
+
+
 def test_no_raw_key_and_langfuse_credentials_sent(stack: Stack) -> None:
     stack.post(_key("alice"), chat("heartcode-default", "one more", max_tokens=3))
     stack.traces_of(_key("alice"), 2)
