@@ -31,7 +31,7 @@ def duration(ms: int) -> str:
 
 
 def _reset(oldest_ms: int | None, now_ms: int) -> int:
-    return 0 if oldest_ms is None else max(0, oldest_ms + WINDOW_MS - now_ms)
+    return 0 if oldest_ms is None else min(WINDOW_MS, max(0, oldest_ms + WINDOW_MS - now_ms))
 
 
 def rate_limit_headers(limits: Limits, usage: Usage) -> dict[str, str]:

@@ -148,7 +148,9 @@ class Limiter:
         return Decision(limits, ticket=ticket, usage=result.usage)
 
     def _refusal(self, res: AdmitResult, tier: str, limits: Limits, cost: Cost, now: int, day: int) -> GatewayError:
-        wait_ms = WINDOW_MS if res.free_at_ms is None else res.free_at_ms + WINDOW_MS - now
+        # Replicas stamp entries with their own clocks, so an entry can be a few ms "newer" than ``now``:
+        # never promise more than a window.
+        wait_ms = WINDOW_MS if res.free_at_ms is None else min(WINDOW_MS, res.free_at_ms + WINDOW_MS - now)
         if res.refusal is Refusal.DAY:
             return DailyQuotaExceeded(
                 f"Daily quota of {limits.daily_tokens} tokens reached for the {tier} tier "

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 def _seconds_until(when_ms: int | None, now_ms: int) -> float:
-    return 0.0 if when_ms is None else round(max(0, when_ms + WINDOW_MS - now_ms) / 1000, 3)
+    return 0.0 if when_ms is None else round(min(WINDOW_MS, max(0, when_ms + WINDOW_MS - now_ms)) / 1000, 3)
 
 
 def usage_body(tier: str, scope: str, limits: Limits, usage: Usage) -> dict[str, Any]:
