@@ -14,6 +14,7 @@ an idle or disabled gateway opens no connection), batches what is queued, and gi
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -31,6 +32,8 @@ Event = dict[str, Any]
 Report = Callable[[str, int, int], None]
 
 INGESTION_PATH = "/api/public/ingestion"
+#: Langfuse refuses batches over 3.5 MB; stay well below (content fields are capped at 32,000 chars).
+MAX_BATCH_BYTES = 2_500_000
 
 
 class LangfuseExporter:
@@ -45,6 +48,7 @@ class LangfuseExporter:
         report: Report | None = None,
         max_queue: int = 10_000,
         batch_size: int = 100,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
         flush_interval: float = 1.0,
         timeout: float = 5.0,
         transport: httpx.BaseTransport | None = None,
@@ -54,6 +58,8 @@ class LangfuseExporter:
         self._report = report or (lambda result, count, queued: None)
         self._queue: queue.Queue[Event] = queue.Queue(maxsize=max_queue)
         self._batch_size = batch_size
+        self._max_batch_bytes = max_batch_bytes
+        self._carry: Event | None = None  # taken from the queue but too big for the last batch
         self._flush_interval = flush_interval
         self._timeout = timeout
         self._transport = transport
@@ -90,15 +96,26 @@ class LangfuseExporter:
                 self._thread.start()
 
     def _take_batch(self) -> list[Event]:
-        try:
-            batch = [self._queue.get(timeout=self._flush_interval)]
-        except queue.Empty:
-            return []
+        """Up to ``batch_size`` events and ``max_batch_bytes`` (runs in the sender thread, never a request)."""
+        first = self._carry
+        self._carry = None
+        if first is None:
+            try:
+                first = self._queue.get(timeout=self._flush_interval)
+            except queue.Empty:
+                return []
+        batch, size = [first], len(json.dumps(first, default=str))
         while len(batch) < self._batch_size:
             try:
-                batch.append(self._queue.get_nowait())
+                event = self._queue.get_nowait()
             except queue.Empty:
                 break
+            event_size = len(json.dumps(event, default=str))
+            if size + event_size > self._max_batch_bytes:
+                self._carry = event  # first of the next batch
+                break
+            batch.append(event)
+            size += event_size
         return batch
 
     def _run(self) -> None:
@@ -108,7 +125,7 @@ class LangfuseExporter:
                 batch = self._take_batch()
                 if batch:
                     self._send(client, batch)
-                elif self._stopping.is_set():
+                elif self._stopping.is_set() and self._carry is None:
                     return
 
     def _send(self, client: httpx.Client, batch: list[Event]) -> None:

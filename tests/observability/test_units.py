@@ -278,3 +278,19 @@ def test_serve_metrics_renders_live_state_per_scrape() -> None:
         assert httpx.get(f"http://127.0.0.1:{server.port}/other").status_code == 404
     finally:
         server.close()
+
+
+def test_batches_stay_under_the_byte_limit() -> None:
+    sizes: list[int] = []
+
+    def langfuse(request: httpx.Request) -> httpx.Response:
+        sizes.append(len(request.content))
+        return httpx.Response(207, json={"successes": [], "errors": []})
+
+    exporter = LangfuseExporter(
+        "http://langfuse.invalid", Secret("pk"), Secret("sk"), max_batch_bytes=100_000, flush_interval=0.05,
+        transport=httpx.MockTransport(langfuse),
+    )  # fmt: skip
+    exporter.submit([{"id": str(i), "body": {"input": "x" * 30_000}} for i in range(10)])
+    exporter.close()
+    assert len(sizes) >= 4 and max(sizes) < 100_500  # at most 3 events of ~30 KB per batch
