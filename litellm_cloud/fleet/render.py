@@ -65,7 +65,9 @@ def _model_entry(
             "timeout": options.timeout or group.timeout,
             "stream_timeout": options.stream_timeout or group.stream_timeout,
         },
-        "model_info": {"id": server.name, "gpu": server.gpu, "mode": group.mode},
+        # Background health checks send one tiny request per server per interval, never /health's
+        # fan-out of real completions on demand.
+        "model_info": {"id": server.name, "gpu": server.gpu, "mode": group.mode, "health_check_max_tokens": 1},
     }
 
 
