@@ -32,7 +32,7 @@ class GatewayProxyException(ProxyException):
         return self.gateway_error.to_openai()["error"]
 
 
-class GatewayHTTPException(GatewayProxyException, HTTPException):
+class GatewayHTTPException(GatewayProxyException, HTTPException):  # type: ignore[misc]  # both define headers; ours wins
     """The failure-hook form: also an ``HTTPException`` so LiteLLM accepts it as a replacement."""
 
     def __init__(self, err: GatewayError) -> None:

@@ -118,6 +118,8 @@ def render_config(manifest: Manifest, deployment: str, options: RenderOptions | 
             "drop_params": True,
             "request_timeout": max(g.timeout for g in manifest.groups.values()),
             "telemetry": False,
+            # /metrics is ours (litellm_cloud.observability): it checks its own Bearer token.
+            "require_auth_for_metrics_endpoint": False,
         },
         "general_settings": general,
     }
