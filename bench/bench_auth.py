@@ -29,7 +29,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support import PYTHON, ManagedProcess, SimFleet, free_port, http_ok, render_test_config, start_proxy  # noqa: E402
+from tests.support import PYTHON, ManagedProcess, SimFleet, free_port, http_ok, render_test_config, start_proxy
 
 KEY = "hc-sk-bench-cached-key-0000000001"
 NOOP_AUTH = '''"""Baseline custom auth for bench_auth.py: accepts everything, does no work."""
@@ -108,7 +108,7 @@ def in_process(calls: int = 20_000) -> dict[str, float]:
             return BackendVerdict(valid=True, user_id="bench", key_id="bench", tier="free")
 
     namespace: dict[str, object] = {}
-    exec(NOOP_AUTH, namespace)  # the same baseline the noop proxy runs
+    exec(NOOP_AUTH, namespace)  # noqa: S102 - our own constant: the same baseline the noop proxy runs
     auth = build_auth(Settings.from_env({}, base_dir=REPO), Metrics(), backend=Backend())
     request = Request({"type": "http", "path": "/v1/chat/completions", "headers": []})
     data = {"model": "heartcode-sfw", "messages": [{"role": "user", "content": "hi"}]}

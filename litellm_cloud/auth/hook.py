@@ -87,7 +87,7 @@ class AccessHook(CustomLogger):
         self, user_api_key_dict: UserAPIKeyAuth, cache: Any, data: dict, call_type: Any
     ) -> None:
         if user_api_key_dict.user_role == LitellmUserRoles.PROXY_ADMIN:
-            return None
+            return
         try:
             identity = Identity.from_metadata(user_api_key_dict.metadata)
             if identity is None:
@@ -97,7 +97,7 @@ class AccessHook(CustomLogger):
             self._gate.check(identity, data.get("model"))
         except GatewayError as err:
             raise to_proxy_exception(err) from None
-        return None
+        return
 
     async def async_post_call_failure_hook(
         self,

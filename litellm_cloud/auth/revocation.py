@@ -137,7 +137,7 @@ class RedisRevocations:
                         self._apply(message.get("data"))
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any Redis failure means: reconnect, then flush
                 self.subscribed.clear()
                 if not broke:
                     log.error("revocation channel lost (%s); retrying; cached keys expire by TTL meanwhile", exc)

@@ -39,7 +39,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pydantic
 import uvicorn
@@ -195,13 +195,15 @@ def build_app(config: BackendConfig) -> Starlette:
 def _server(config: BackendConfig) -> uvicorn.Server:
     uv = uvicorn.Config(build_app(config), host=config.host, port=config.port, log_level="warning",
                         access_log=False, lifespan="off")
-    return uvicorn.Server(uv)
+    server = uvicorn.Server(uv)
+    # The caller owns SIGINT/SIGTERM (run() below, or the dev command's loop): uvicorn must not take them.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    return server
 
 
 async def serve(config: BackendConfig, *, stop: asyncio.Event | None = None) -> None:
     """Serve until ``stop`` is set (or forever)."""
     server = _server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the caller owns signals
     task = asyncio.create_task(server.serve())
     if stop is None:
         await task
@@ -222,7 +224,6 @@ def run(config: BackendConfig, *, announce: Any = None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         server = _server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         task = asyncio.create_task(server.serve())
         while not server.started and not task.done():
             await asyncio.sleep(0.01)
@@ -257,7 +258,7 @@ class BackendHandle:
         self._server.should_exit = True
         self._thread.join(10)
 
-    def __enter__(self) -> BackendHandle:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -267,7 +268,6 @@ class BackendHandle:
 def start_in_thread(config: BackendConfig, timeout: float = 10.0) -> BackendHandle:
     """Start the backend in a daemon thread (``port=0``: any free port) and wait until it listens."""
     server = _server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     thread = threading.Thread(target=server.run, name="dev-key-backend", daemon=True)
     thread.start()
     end = time.monotonic() + timeout
