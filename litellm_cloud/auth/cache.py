@@ -11,7 +11,9 @@
                   slow backend does not make every request wait for its timeout)
 
 ``load()`` returns ``(value, positive)``: positive values live ``ttl`` seconds (and may serve ``grace``
-seconds more while loads fail), negative ones ``negative_ttl``. Loads run as their own task, so a caller
+seconds more while loads fail), negative ones ``negative_ttl``. Positive entries are bounded by
+``max_size``, negative ones apart by a quarter of it (least recently used go first in each), so junk
+keys cannot push out real ones. Loads run as their own task, so a caller
 that goes away does not cancel the load the others wait for. ``drop``/``drop_where``/``clear`` forget
 entries (revocation) and detach loads already in flight, so nothing loaded before a revocation is stored
 after it. The clock is injected: tests move time by hand.
@@ -58,24 +60,29 @@ class AuthCache(Generic[V]):
         self.retry_interval = retry_interval
         self._transient = transient
         self._clock = clock
-        self._entries: OrderedDict[str, _Entry[V]] = OrderedDict()
+        self._entries: OrderedDict[str, _Entry[V]] = OrderedDict()  # positive
+        # Refusals live apart, in a quarter of the room: a flood of made-up keys evicts other made-up keys,
+        # never the valid keys of real customers (which would send their traffic to the backend).
+        self._negative: OrderedDict[str, _Entry[V]] = OrderedDict()
+        self.max_negative = max(1, max_size // 4)
         self._inflight: dict[str, asyncio.Task[tuple[V, str]]] = {}
         self._epoch = 0  # bumped by every drop: a load that started before it stores nothing
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._negative)
 
     def __contains__(self, key: str) -> bool:
-        return key in self._entries
+        return key in self._entries or key in self._negative
 
     async def get(self, key: str, load: Loader[V]) -> tuple[V, str]:
         """The value for ``key`` and how it was found (see the module docstring for the labels)."""
         entry = self._entries.get(key)
         if entry is not None and self._clock() < entry.expires:
             self._entries.move_to_end(key)
-            if entry.stale:
-                return entry.value, "stale"
-            return entry.value, "hit" if entry.positive else "negative_hit"
+            return entry.value, "stale" if entry.stale else "hit"
+        negative = self._negative.get(key)
+        if negative is not None and self._clock() < negative.expires:
+            return negative.value, "negative_hit"
         task = self._inflight.get(key)
         if task is not None:
             value, result = await asyncio.shield(task)
@@ -108,31 +115,44 @@ class AuthCache(Generic[V]):
 
     def _store(self, key: str, value: V, positive: bool) -> None:
         now = self._clock()
-        ttl = self.ttl if positive else self.negative_ttl
-        expires = now + ttl
-        self._entries[key] = _Entry(value, positive, expires, expires + self.grace if positive else expires)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_size:
-            self._entries.popitem(last=False)
+        if positive:
+            expires = now + self.ttl
+            self._negative.pop(key, None)
+            self._entries[key] = _Entry(value, True, expires, expires + self.grace)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_size:
+                self._entries.popitem(last=False)
+        else:
+            expires = now + self.negative_ttl
+            self._entries.pop(key, None)  # the backend said no: no stale answer for this key either
+            self._negative[key] = _Entry(value, False, expires, expires)
+            self._negative.move_to_end(key)
+            while len(self._negative) > self.max_negative:
+                self._negative.popitem(last=False)
 
     def drop(self, key: str) -> int:
         """Forget ``key``; returns how many entries went (0 or 1)."""
         self._detach()
-        return 1 if self._entries.pop(key, None) is not None else 0
+        found = (self._entries.pop(key, None), self._negative.pop(key, None))
+        return 1 if any(e is not None for e in found) else 0
 
     def drop_where(self, predicate: Callable[[V], bool]) -> int:
         """Forget every entry whose value matches; returns how many went."""
         self._detach()
-        doomed = [k for k, e in self._entries.items() if predicate(e.value)]
-        for k in doomed:
-            del self._entries[k]
-        return len(doomed)
+        count = 0
+        for entries in (self._entries, self._negative):
+            doomed = [k for k, e in entries.items() if predicate(e.value)]
+            for k in doomed:
+                del entries[k]
+            count += len(doomed)
+        return count
 
     def clear(self) -> int:
         """Forget everything (revocations may have been missed); returns how many entries went."""
         self._detach()
-        count = len(self._entries)
+        count = len(self)
         self._entries.clear()
+        self._negative.clear()
         return count
 
     def _detach(self) -> None:

@@ -199,3 +199,29 @@ async def test_a_revoked_key_gets_no_stale_answer() -> None:
     load.error = Down()
     with pytest.raises(Down):
         await cache.get("k", load)
+
+
+async def test_a_flood_of_refused_keys_never_evicts_valid_ones() -> None:
+    clock = Clock()
+    cache = make(clock, max_size=8)
+    for k in "abcdefgh":
+        await cache.get(k, Loader(k))
+    for i in range(100):
+        await cache.get(f"junk-{i}", Loader("no", positive=False))
+    assert all(k in cache for k in "abcdefgh")
+    assert len(cache) == 8 + cache.max_negative == 10
+    assert await cache.get("junk-99", Loader()) == ("no", "negative_hit")
+    assert "junk-0" not in cache
+
+
+async def test_a_key_refused_after_being_valid_loses_its_stale_fallback() -> None:
+    clock, load = Clock(), Loader()
+    cache = make(clock, negative_ttl=10)
+    await cache.get("k", load)
+    clock.now += 61
+    load.value, load.positive = "no", False
+    assert await cache.get("k", load) == ("no", "miss")
+    load.error = Down()
+    clock.now += 11
+    with pytest.raises(Down):
+        await cache.get("k", load)
