@@ -13,6 +13,7 @@ Every refusal is raised through ``to_proxy_exception``.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -54,6 +55,12 @@ def make_auth_function(
 ) -> AuthFunction:
     """The ``custom_auth`` callable LiteLLM invokes on every authenticated request."""
 
+    # dataclasses.asdict costs ~15 us a call, a fifth of the whole hook: serialise each identity once and
+    # give every request its own shallow copy (LiteLLM may write into the metadata it is handed).
+    @functools.lru_cache(maxsize=4096)
+    def metadata_items(identity: Identity) -> tuple[tuple[str, Any], ...]:
+        return tuple(identity.to_metadata().items())
+
     async def user_api_key_auth(request: Request, api_key: str | None) -> UserAPIKeyAuth:
         if on_call is not None:
             on_call()
@@ -70,7 +77,7 @@ def make_auth_function(
             user_id=identity.user_id,
             user_role=LitellmUserRoles.INTERNAL_USER,
             models=gate.allowed_names(identity),
-            metadata={IDENTITY_KEY: identity.to_metadata()},
+            metadata={IDENTITY_KEY: dict(metadata_items(identity))},
         )
 
     return user_api_key_auth
