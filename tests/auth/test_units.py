@@ -156,3 +156,21 @@ def test_build_auth_exposes_what_the_gateway_mounts(settings: Settings) -> None:
     auth = build_auth(settings, Metrics())
     assert isinstance(auth.router, APIRouter)
     assert [r.path for r in auth.router.routes] == ["/hc/keys/revoke"]  # type: ignore[attr-defined]
+
+
+async def test_stale_answers_are_counted_and_logged(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    m = CacheMetrics()
+    backend = FakeBackend(BackendVerdict(valid=True, user_id="u", tier="free"))
+    cache = new_cache(ttl=60, negative_ttl=10, grace=300, max_size=10, clock=lambda: now[0])
+    auth = Authenticator(backend, cache, settings.tiers, m)
+    await auth.authenticate(KEY)
+    backend.verdict = AuthUnavailable("down")
+    now[0] = 61
+    with caplog.at_level("WARNING", logger="litellm_cloud.auth"):
+        assert (await auth.authenticate(KEY)).user_id == "u"
+    assert m.results == ["miss", "stale"]
+    assert "served from cache within its grace period" in caplog.text and KEY not in caplog.text
+    now[0] = 400
+    with pytest.raises(AuthUnavailable):
+        await auth.authenticate(KEY)
