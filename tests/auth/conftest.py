@@ -3,6 +3,12 @@ answer ever echoes the key it was sent."""
 
 from __future__ import annotations
 
+import os
+
+# Unit tests here import litellm: use its bundled cost map instead of fetching one (no network).
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
+
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any

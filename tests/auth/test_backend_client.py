@@ -80,7 +80,7 @@ async def test_a_wrong_service_token_is_unavailable_not_invalid(sim: str) -> Non
 
 
 async def test_a_slow_backend_times_out_on_one_deadline(sim: str, control: httpx.Client) -> None:
-    control.post("/sim/control", json={"mode": "slow", "delay_s": 3})
+    control.post("/sim/control", json={"mode": "slow", "delay_s": 1.2})
     m = Recorder()
     start = time.monotonic()
     with pytest.raises(AuthTimeout):
