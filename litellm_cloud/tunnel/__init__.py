@@ -8,7 +8,7 @@ with backoff, and reports to systemd and a status file. ``_cli.add_parser`` wire
 
 from __future__ import annotations
 
-from .config import Forward, Keepalive, Reconnect, TunnelConfig, forwards_from_manifest, load_config
+from .config import Forward, Keepalive, Reconnect, TunnelConfig, load_config
 from .errors import (
     AuthRefused,
     ForwardRefused,
@@ -37,7 +37,6 @@ __all__ = [
     "TunnelError",
     "TunnelStatus",
     "Unreachable",
-    "forwards_from_manifest",
     "load_config",
     "read_status",
     "render_prometheus",

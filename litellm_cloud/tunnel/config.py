@@ -20,36 +20,16 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pydantic
 
 from .._errors import ConfigError
 from .._yaml import load_model
+from ..fleet.manifest import Forward
 
 CREDENTIAL_PREFIX = "credential:"
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-
-@dataclass(frozen=True, slots=True)
-class Forward:
-    """One reverse forward: the cloud host's ``remote_port`` reaches ``target_host:target_port`` here."""
-
-    name: str
-    remote_port: int
-    target_host: str
-    target_port: int
-
-
-class _ManifestForward(Protocol):
-    @property
-    def name(self) -> str: ...
-    @property
-    def remote_port(self) -> int: ...
-    @property
-    def target_host(self) -> str: ...
-    @property
-    def target_port(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +102,6 @@ class TunnelConfig:
     def with_forwards(self, forwards: Iterable[Forward]) -> TunnelConfig:
         """A copy with ``forwards`` (checked for duplicate ports and names)."""
         return replace(self, forwards=check_forwards(tuple(forwards)))
-
-
-def forwards_from_manifest(items: Iterable[_ManifestForward]) -> list[Forward]:
-    """The one place the fleet manifest's forwards become ours."""
-    return [Forward(f.name, int(f.remote_port), f.target_host, int(f.target_port)) for f in items]
 
 
 def check_forwards(forwards: tuple[Forward, ...]) -> tuple[Forward, ...]:
@@ -207,7 +182,7 @@ def _resolve_path(raw: str, base: Path, env: Mapping[str, str]) -> Path:
                 f"identity_file {raw!r} names a systemd credential but CREDENTIALS_DIRECTORY is not set; "
                 "run under systemd with LoadCredential= or give a file path"
             )
-        return Path(creds) / raw[len(CREDENTIAL_PREFIX):]
+        return Path(creds) / raw[len(CREDENTIAL_PREFIX) :]
     path = Path(raw).expanduser()
     return path if path.is_absolute() else base / path
 
@@ -230,7 +205,7 @@ def load_config(
     if fleet_path is not None:
         from ..fleet.manifest import load_manifest  # the lead's module; imported only when used
 
-        forwards = forwards_from_manifest(load_manifest(fleet_path).tunnel_forwards()) + forwards
+        forwards = load_manifest(fleet_path).tunnel_forwards() + forwards
     if not forwards:
         raise ConfigError(f"{path}: no forwards: list them under forwards: or point fleet: at fleet.yaml")
     config = TunnelConfig(
