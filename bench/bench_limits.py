@@ -33,8 +33,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench._harness import RESULTS, load, machine  # noqa: E402
-from tests.support import ManagedProcess, SimFleet, free_port, port_open, render_test_config, start_backend, start_proxy  # noqa: E402
+from bench._harness import RESULTS, load, machine
+from tests.support import ManagedProcess, SimFleet, free_port, port_open, render_test_config, start_backend, start_proxy
 
 GROUPS = ["heartcode-chat-sfw", "heartcode-chat-nsfw", "heartcode-embed"]
 BIG = 1_000_000_000
@@ -117,9 +117,17 @@ def main() -> int:
         print(f"{'round':>5} {'limits req/s':>13} {'none req/s':>11} {'ratio':>6}", flush=True)
         for r in range(1, args.rounds + 1):
             rates = {}
-            for name in (("limits", "none") if r % 2 else ("none", "limits")):
-                res = load(name, bases[name], "/v1/chat/completions", BODY, headers=headers,
-                           concurrency=args.concurrency, seconds=args.seconds, warmup=1.0 if r == 1 else 0.3)
+            for name in ("limits", "none") if r % 2 else ("none", "limits"):
+                res = load(
+                    name,
+                    bases[name],
+                    "/v1/chat/completions",
+                    BODY,
+                    headers=headers,
+                    concurrency=args.concurrency,
+                    seconds=args.seconds,
+                    warmup=1.0 if r == 1 else 0.3,
+                )
                 if res.errors:
                     raise SystemExit(f"{name}: {res.errors} errors under load; see {logs}")
                 rates[name] = res.rps
@@ -143,8 +151,11 @@ def main() -> int:
             ("gateway req/s, no limits hook", totals["none"] / args.rounds, ""),
             ("ratio limits/none (totals)", ratio, ">= 0.9"),
             ("ratio limits/none (median of rounds)", median_ratio, ">= 0.9"),
-            (f"largest over-admission, {BURST} concurrent vs {RACE_RPM} rpm, 2 proxies ({args.bursts} bursts)",
-             worst, "0"),
+            (
+                f"largest over-admission, {BURST} concurrent vs {RACE_RPM} rpm, 2 proxies ({args.bursts} bursts)",
+                worst,
+                "0",
+            ),
             ("admitted per burst minus the limit", " ".join(str(o) for o in overs), ""),
         ]
         print(f"\n## Tier limits ({args.rounds} x {args.seconds:g} s rounds, concurrency {args.concurrency})")

@@ -51,6 +51,7 @@ class _Record:
     ticket: Ticket | None
     born: float
     headers_done: bool = False
+    meter: StreamMeter | None = None
 
     @property
     def finished(self) -> bool:
@@ -75,7 +76,11 @@ def usage_tokens(response: Any) -> int | None:
     usage = _get(response, "usage")
     if usage is None:
         return None
-    prompt, completion, total = _get(usage, "prompt_tokens"), _get(usage, "completion_tokens"), _get(usage, "total_tokens")
+    prompt, completion, total = (
+        _get(usage, "prompt_tokens"),
+        _get(usage, "completion_tokens"),
+        _get(usage, "total_tokens"),
+    )
     if isinstance(prompt, int) or isinstance(completion, int):
         return int(prompt or 0) + int(completion or 0)
     return int(total) if isinstance(total, int) else None
@@ -195,9 +200,7 @@ class LimitsHook(CustomLogger):
             raise to_proxy_exception(decision.error)
         return None
 
-    async def async_post_call_success_hook(
-        self, data: dict, user_api_key_dict: UserAPIKeyAuth, response: Any
-    ) -> Any:
+    async def async_post_call_success_hook(self, data: dict, user_api_key_dict: UserAPIKeyAuth, response: Any) -> Any:
         found = self._record(data)
         if found is None or data.get("stream") is True:
             return None  # streams settle in the iterator hook
@@ -217,15 +220,35 @@ class LimitsHook(CustomLogger):
                 yield chunk
             return
         rid, rec = found
-        meter = StreamMeter(rec.prompt)
+        meter = rec.meter = StreamMeter(rec.prompt)
         try:
             async for chunk in response:
                 meter.observe(chunk)
                 yield chunk
         finally:
-            # Also on GeneratorExit/CancelledError (the client left): charge what was streamed. Shielded
-            # so a second cancellation cannot lose the settlement.
+            # The end of the stream, or an upstream error: charge what was streamed. Shielded so a
+            # cancellation cannot lose the settlement. (When the client leaves, LiteLLM closes only its
+            # outermost generator; this one is closed when garbage-collected, so the disconnect is
+            # settled earlier, by ``async_log_success_event``.)
             await asyncio.shield(self._settle(rid, rec, meter.tokens))
+
+    async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        """Settle a stream whose client left, from LiteLLM's disconnect-time billing event.
+
+        LiteLLM marks the request's metadata ``client_disconnected`` and, in its stream clean-up, awaits
+        the success callbacks with the partial response: the first moment any hook of ours hears of a
+        disconnect. What was streamed so far is final then.
+        """
+        params = kwargs.get("litellm_params") if isinstance(kwargs, dict) else None
+        candidates = (kwargs.get("metadata") if isinstance(kwargs, dict) else None,
+                      params.get("metadata") if isinstance(params, dict) else None)  # fmt: skip
+        for meta in candidates:
+            if isinstance(meta, dict) and meta.get("client_disconnected") and isinstance(meta.get(META_KEY), str):
+                rid = meta[META_KEY]
+                rec = self._records.get(rid)
+                if rec is not None and rec.meter is not None:
+                    await self._settle(rid, rec, rec.meter.tokens)
+                return
 
     async def async_post_call_failure_hook(
         self,
@@ -238,7 +261,6 @@ class LimitsHook(CustomLogger):
         if found is not None:
             rid, rec = found
             await self._settle(rid, rec, 0)  # no-op for our own refusals and already-settled streams
-        return None
 
     async def async_post_call_response_headers_hook(
         self,

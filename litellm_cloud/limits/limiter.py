@@ -90,6 +90,7 @@ class Limiter:
         clock: Clock = time.time,
         lease_ttl_ms: int = 30_000,
         retry_storage_after_ms: int = 1_000,
+        max_request_ms: int = 1_800_000,
     ) -> None:
         self.storage = storage
         self.fallback: Storage | None = MemoryStorage() if on_storage_error == "open" else None
@@ -98,6 +99,7 @@ class Limiter:
         self._clock = clock
         self.lease_ttl_ms = lease_ttl_ms
         self._retry_after_ms = retry_storage_after_ms
+        self._max_request_ms = max_request_ms
         self._breaker = _Breaker()
         self._active: dict[str, Ticket] = {}
         self._heartbeat: asyncio.Task[None] | None = None
@@ -153,8 +155,7 @@ class Limiter:
         wait_ms = WINDOW_MS if res.free_at_ms is None else min(WINDOW_MS, res.free_at_ms + WINDOW_MS - now)
         if res.refusal is Refusal.DAY:
             return DailyQuotaExceeded(
-                f"Daily quota of {limits.daily_tokens} tokens reached for the {tier} tier "
-                "(it resets at 00:00 UTC).",
+                f"Daily quota of {limits.daily_tokens} tokens reached for the {tier} tier (it resets at 00:00 UTC).",
                 retry_after=seconds((day + 1) * DAY_MS - now),
             )
         if res.refusal is Refusal.RPM:
@@ -200,11 +201,23 @@ class Limiter:
     # --- leases ------------------------------------------------------------------------------------
 
     async def renew_leases(self) -> None:
-        """Extend the leases of every running request of this process."""
+        """Extend the leases of every running request of this process.
+
+        A ticket older than ``max_request_ms`` was lost by its request (no hook settled it): it is
+        settled at its reservation instead of holding a slot for ever.
+        """
+        now = self.now_ms()
         groups: dict[tuple[int, str], list[Ticket]] = defaultdict(list)
         for ticket in list(self._active.values()):
+            if now - ticket.created_ms > self._max_request_ms:
+                log.warning(
+                    "ticket of %s unsettled after %d s: settled at its reservation",
+                    ticket.subject,
+                    (now - ticket.created_ms) // 1000,
+                )
+                await self.settle(ticket, ticket.reserved)
+                continue
             groups[(id(ticket.storage), ticket.subject)].append(ticket)
-        now = self.now_ms()
         for tickets in groups.values():
             try:
                 await tickets[0].storage.renew(

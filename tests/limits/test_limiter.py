@@ -116,9 +116,13 @@ async def test_request_larger_than_the_minute_is_refused_without_storage(limiter
 
 
 def _ordinary_request(i: int) -> dict:
-    return {"model": "m", "messages": [
-        {"role": "system", "content": "You are a friendly companion."},
-        {"role": "user", "content": f"Tell me something nice about day {i} in two short sentences."}]}
+    return {
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "You are a friendly companion."},
+            {"role": "user", "content": f"Tell me something nice about day {i} in two short sentences."},
+        ],
+    }
 
 
 async def test_free_user_with_ten_ordinary_requests_a_minute_is_never_refused(

@@ -69,7 +69,9 @@ class Model:
             return RateLimited, (oldest + WINDOW_MS - now) / 1000, 0
         if used + cost.need > LIMITS.tpm:
             room_needed, freed = used + cost.need - LIMITS.tpm, 0
-            entries = sorted((e.ms, k) for k, e in self.tokens.items() if e.subject == subject and self.counts(e.ms, now))
+            entries = sorted(
+                (e.ms, k) for k, e in self.tokens.items() if e.subject == subject and self.counts(e.ms, now)
+            )
             for ms, key in entries:
                 freed += self.tokens[key].amount
                 if freed >= room_needed:
@@ -131,7 +133,7 @@ async def _run(storage_kind: str, url: str, ops: list[tuple]) -> None:
                     assert decision.ticket.reserved == reserved
                     open_tickets.append(decision.ticket)
                 else:
-                    assert isinstance(decision.error, err), (item, decision.error)
+                    assert decision.error is not None and isinstance(decision.error, err), (item, decision.error)
                     assert decision.error.retry_after == pytest.approx(retry)
                 if decision.usage is not None:
                     u = decision.usage

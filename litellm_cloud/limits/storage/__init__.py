@@ -34,9 +34,7 @@ class Storage(Protocol):
         """Refuse, or count the request, reserve ``min(want, room)`` tokens and take a lease."""
         ...
 
-    async def settle(
-        self, subject: str, ticket: str, reserved: int, actual: int, now_ms: int, day: int
-    ) -> Usage:
+    async def settle(self, subject: str, ticket: str, reserved: int, actual: int, now_ms: int, day: int) -> Usage:
         """Replace a reservation by ``actual`` tokens and drop the ticket's lease."""
         ...
 
