@@ -176,7 +176,7 @@ def test_status_command_exit_codes(tmp_path: Path) -> None:
 
 
 def test_exported_names_are_complete_and_sorted() -> None:
-    import litellm_cloud.tunnel as tunnel
+    from litellm_cloud import tunnel
 
     assert tunnel.__all__ == sorted(tunnel.__all__)
     assert all(hasattr(tunnel, name) for name in tunnel.__all__)
