@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="ne
 
 
 @pytest.fixture(scope="module")
-def replicas(log_dir: Path) -> Iterator[tuple[Gateway, Gateway, KeyBackend]]:
+def replicas(log_dir: Path) -> Iterator[tuple[Gateway, Gateway, KeyBackend, ManagedProcess]]:
     redis_port = free_port()
     redis = ManagedProcess(
         "redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -39,7 +39,7 @@ def replicas(log_dir: Path) -> Iterator[tuple[Gateway, Gateway, KeyBackend]]:
         if len(started) != 2:
             raise next(f.exception() for f in futures if f.exception() is not None)  # type: ignore[misc]
         (_, base_a), (_, base_b) = started
-        yield Gateway(base_a), Gateway(base_b), backend
+        yield Gateway(base_a), Gateway(base_b), backend, redis
     finally:
         for process, _ in started:
             process.stop()
@@ -47,8 +47,8 @@ def replicas(log_dir: Path) -> Iterator[tuple[Gateway, Gateway, KeyBackend]]:
         redis.stop()
 
 
-def test_a_revocation_on_one_replica_stops_the_key_on_both(replicas: tuple[Gateway, Gateway, KeyBackend]) -> None:
-    a, b, backend = replicas
+def test_a_revocation_on_one_replica_stops_the_key_on_both(replicas: tuple[Gateway, Gateway, KeyBackend, ManagedProcess]) -> None:
+    a, b, backend, _ = replicas
     key = "hc-sk-shared-across-replicas-001"
     backend.add_key(key, user_id="u-shared")
     assert a.models(key).status_code == 200 and b.models(key).status_code == 200
@@ -70,8 +70,8 @@ def test_a_revocation_on_one_replica_stops_the_key_on_both(replicas: tuple[Gatew
     assert a.models(FREE).status_code == 200 and b.models(FREE).status_code == 200
 
 
-def test_revoking_every_key_of_a_user_by_user_id(replicas: tuple[Gateway, Gateway, KeyBackend]) -> None:
-    a, b, backend = replicas
+def test_revoking_every_key_of_a_user_by_user_id(replicas: tuple[Gateway, Gateway, KeyBackend, ManagedProcess]) -> None:
+    a, b, backend, _ = replicas
     keys = ["hc-sk-user-wide-revocation-0001", "hc-sk-user-wide-revocation-0002"]
     for key in keys:
         backend.add_key(key, user_id="u-wide")
@@ -86,8 +86,29 @@ def test_revoking_every_key_of_a_user_by_user_id(replicas: tuple[Gateway, Gatewa
         assert error_of(b.models(key)) == (401, "invalid_api_key")
 
 
-def test_revocation_endpoint_answers_json_when_redis_is_fine(replicas: tuple[Gateway, Gateway, KeyBackend]) -> None:
-    a, _, _ = replicas
+def test_revocation_endpoint_answers_json_when_redis_is_fine(replicas: tuple[Gateway, Gateway, KeyBackend, ManagedProcess]) -> None:
+    a, _, _, _ = replicas
     r = httpx.post(f"{a.base}/hc/keys/revoke", headers={"authorization": f"Bearer {MASTER_KEY}"},
                    content=b"not json")
     assert error_of(r) == (400, "invalid_request")
+
+
+def test_redis_down_then_back(replicas: tuple[Gateway, Gateway, KeyBackend, ManagedProcess]) -> None:
+    """Without Redis a revocation is local and says so; a replica that lost its subscription empties its
+    cache when it gets it back (it may have missed revocations meanwhile)."""
+    a, b, backend, redis = replicas
+    assert b.models(FREE).status_code == 200  # cached on B
+    redis.stop()
+    r = a.request("POST", "/hc/keys/revoke", MASTER_KEY, json={"key_id": "k-free"})
+    assert error_of(r) == (503, "revocation_not_shared")
+    assert "this replica only" in r.json()["error"]["message"]
+
+    redis.start()
+    before = backend.calls()
+    deadline = time.monotonic() + 15  # the listener retries with a backoff of at most 5 s
+    while time.monotonic() < deadline:
+        assert b.models(FREE).status_code == 200
+        if backend.calls() > before:
+            break
+        time.sleep(0.2)
+    assert backend.calls() == before + 1  # B forgot FREE on reconnecting and validated it once again
