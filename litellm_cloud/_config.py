@@ -60,7 +60,7 @@ FIELDS: tuple[Field, ...] = (
     Field("HEARTCODE_AUTH_CACHE_TTL", "60", "seconds a valid key is cached"),
     Field("HEARTCODE_AUTH_NEGATIVE_TTL", "10", "seconds an invalid key is cached"),
     Field("HEARTCODE_AUTH_STALE_GRACE", "300", "seconds a cached key keeps working while the backend is down"),
-    Field("HEARTCODE_AUTH_CACHE_SIZE", "100000", "keys held in the auth cache at most"),
+    Field("HEARTCODE_AUTH_CACHE_SIZE", "100000", "valid keys cached at most; refused keys are held apart, up to a quarter of this"),
     Field("HEARTCODE_TIERS_FILE", "tiers.yaml", "tier table (limits and model access)"),
     Field("HEARTCODE_FLEET_FILE", "fleet.yaml", "fleet manifest (model groups, aliases)"),
     Field("HEARTCODE_LIMITS_STORAGE", "memory://", "limiter storage: memory:// or redis://host:port/db"),
