@@ -12,6 +12,9 @@ observability hooks stay). Proxies are pinned to CPU 0, everything else to CPU 1
 2. Over-admission: ``--bursts`` times, 200 concurrent requests of a fresh account with 50 requests a
    minute, split over both limited proxies; admitted minus 50, the largest seen (target 0).
 
+3. In process: microseconds per request of the limiter alone (admit + settle) on each storage, the
+   deterministic view of what it adds to a request.
+
 Prints a table and writes bench/results/limits-<time>.csv.
 """
 
@@ -64,6 +67,40 @@ async def burst(bases: list[str], key: str) -> list[int]:
             client.post(bases[i % len(bases)] + "/v1/chat/completions", json=BODY, headers=headers)
             for i in range(BURST)))  # fmt: skip
     return [r.status_code for r in responses]
+
+
+def in_process(redis_url: str, calls: int = 2000) -> dict[str, float]:
+    """Microseconds per request of the limiter alone (admit + settle), per storage, in this process.
+
+    Deterministic where the end-to-end rate is noisy: what the limiter adds to each request.
+    """
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    from litellm_cloud.limits import Cost, Limiter, Limits
+    from litellm_cloud.limits.storage.memory import MemoryStorage
+    from litellm_cloud.limits.storage.redis import RedisStorage
+    from litellm_cloud.observability import Metrics
+
+    limits = Limits(rpm=BIG, tpm=BIG, daily_tokens=BIG, max_parallel=100_000)
+    cost = Cost(need=10, want=100)
+
+    async def run(limiter: Limiter) -> float:
+        for _ in range(50):  # warm the connection pool and the script cache
+            t = (await limiter.admit("warm", "bench", limits, cost)).ticket
+            assert t is not None
+            await limiter.settle(t, 20)
+        start = time.perf_counter()
+        for i in range(calls):
+            ticket = (await limiter.admit(f"acct-{i % 10}", "bench", limits, cost)).ticket
+            assert ticket is not None
+            await limiter.settle(ticket, 20)
+        took = (time.perf_counter() - start) / calls * 1e6
+        await limiter.aclose()
+        return took
+
+    return {
+        "memory": asyncio.run(run(Limiter(MemoryStorage(), Metrics()))),
+        "redis": asyncio.run(run(Limiter(RedisStorage.from_url(redis_url), Metrics()))),
+    }
 
 
 def main() -> int:
@@ -146,7 +183,10 @@ def main() -> int:
             overs.append(admitted - RACE_RPM)
         worst = max(overs)
 
+        micro = in_process(f"redis://127.0.0.1:{redis_port}/0")
         rows = [
+            ("limiter alone, admit + settle, memory:// (us/request)", micro["memory"], ""),
+            ("limiter alone, admit + settle, redis:// (us/request)", micro["redis"], ""),
             ("gateway req/s, tier limiter on Redis", totals["limits"] / args.rounds, ""),
             ("gateway req/s, no limits hook", totals["none"] / args.rounds, ""),
             ("ratio limits/none (totals)", ratio, ">= 0.9"),
