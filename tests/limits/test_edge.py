@@ -95,6 +95,7 @@ async def test_refusal_is_not_released_and_still_reports_headers() -> None:
     with pytest.raises(GatewayProxyException) as info:
         await hook.async_pre_call_hook(key, None, refused, "acompletion")
     assert info.value.gateway_error.code == "concurrency_limited"
+    assert hook._metrics.refusals == [("concurrency_limited", "free")]  # type: ignore[attr-defined]
     await hook.async_post_call_failure_hook(refused, info.value, key)
     headers = await hook.async_post_call_response_headers_hook(refused, key, None)
     assert headers is not None and headers["x-ratelimit-remaining-requests"] == "8"
