@@ -220,6 +220,15 @@ def test_streamed_usage_is_counted_and_unrequested_usage_is_not_leaked(gateway: 
     assert end["in_flight"]["used"] == 0
 
 
+def test_embeddings_count_their_input_tokens(gateway: Gateway) -> None:
+    key = KEY["u-stream"]
+    start = gateway.usage(gateway.b, key)["day"]["tokens"]["used"]
+    body = {"model": "heartcode-embed", "input": ["a few words to embed", "and a few more of them"]}
+    r = gateway.post(gateway.a, key, body, path="/v1/embeddings")
+    assert r.status_code == 200 and r.headers["x-ratelimit-limit-requests"] == "1000"
+    assert gateway.usage(gateway.b, key)["day"]["tokens"]["used"] - start == r.json()["usage"]["prompt_tokens"] > 0
+
+
 def test_client_that_disconnects_mid_stream_pays_for_what_it_got(gateway: Gateway) -> None:
     key = KEY["u-stream"]
     start = gateway.usage(gateway.a, key)["day"]["tokens"]["used"]
