@@ -7,6 +7,7 @@ and stop the whole group so nothing outlives its parent.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -14,6 +15,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Self
+
+_PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the forked child only calls it
+
+
+def _term_on_parent_death() -> None:
+    """In the forked child: ask the kernel for SIGTERM when the parent goes."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class ManagedProcess:
@@ -33,6 +42,7 @@ class ManagedProcess:
         cwd: Path | None = None,
         ready: Callable[[], bool] | None = None,
         ready_timeout: float = 60.0,
+        die_with_parent: bool = False,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -41,6 +51,9 @@ class ManagedProcess:
         self.cwd = cwd or Path.cwd()
         self.ready = ready
         self.ready_timeout = ready_timeout
+        # Linux's parent-death signal: the child gets SIGTERM if the thread that started it dies, even
+        # by SIGKILL. Only for children started from a long-lived (main) thread, such as ``dev``'s.
+        self.die_with_parent = die_with_parent
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Self:
@@ -53,6 +66,8 @@ class ManagedProcess:
             env=self.env,
             cwd=self.cwd,
             start_new_session=True,
+            # Safe here: the child runs one libc call, no Python import or lock, before exec.
+            preexec_fn=_term_on_parent_death if self.die_with_parent else None,  # noqa: PLW1509
         )
         log.close()
         if self.ready is not None:

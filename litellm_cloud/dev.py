@@ -90,7 +90,7 @@ def start_dev(
     children: list[ManagedProcess] = []
     try:
         sim = ManagedProcess(
-            "sim", sim_argv(manifest, "127.0.0.1", sim_ports, ports[0]), log_dir=work_dir, cwd=home,
+            "sim", sim_argv(manifest, "127.0.0.1", sim_ports, ports[0]), log_dir=work_dir, cwd=home, die_with_parent=True,
             ready=lambda: all(_port_open("127.0.0.1", p) for p in sim_ports.values()), ready_timeout=30,
         )  # fmt: skip
         children.append(sim.start())
@@ -102,7 +102,8 @@ def start_dev(
                 "backend",
                 [sys.executable, "-m", "litellm_cloud.sim.backend", "--host", "127.0.0.1",
                  "--port", str(backend_port), "--keys", str(keys_file.resolve())],
-                log_dir=work_dir, cwd=home, ready=lambda: _port_open("127.0.0.1", backend_port), ready_timeout=30,
+                log_dir=work_dir, cwd=home, die_with_parent=True,
+                ready=lambda: _port_open("127.0.0.1", backend_port), ready_timeout=30,
             )  # fmt: skip
             children.append(backend.start())
             backend_url = f"http://127.0.0.1:{backend_port}"
@@ -117,14 +118,16 @@ def start_dev(
         base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
         proxy = ManagedProcess(
             "proxy", proxy_argv(config, host=host, port=port), log_dir=work_dir, env=proxy_environment, cwd=home,
-            ready=lambda: _http_ok(f"{base}/health/liveliness"), ready_timeout=120,
+            die_with_parent=True, ready=lambda: _http_ok(f"{base}/health/liveliness"), ready_timeout=120,
         )  # fmt: skip
         children.append(proxy.start())
     except BaseException:
         for child in reversed(children):
             child.stop()
         raise
-    return DevGateway(url=base, master_key=master_key, keys_file=keys_file, children=children)
+    # With a real backend the development keys mean nothing: do not advertise them.
+    shown_keys = None if env.get("HEARTCODE_BACKEND_URL") else keys_file
+    return DevGateway(url=base, master_key=master_key, keys_file=shown_keys, children=children)
 
 
 def _demo_keys(keys_file: Path) -> list[dict[str, object]]:
@@ -164,16 +167,38 @@ def banner(gw: DevGateway) -> str:
     return "\n".join(lines)
 
 
+class _Interrupted(Exception):
+    """A stop signal arrived while the gateway was still starting."""
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _handler(args: argparse.Namespace) -> int:
     home = Path.cwd()
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    starting = True
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+        if starting:  # start_dev stops what it started when interrupted
+            raise _Interrupted
+
+    for sig in _STOP_SIGNALS:  # SIGHUP: the terminal closed
+        signal.signal(sig, on_signal)
+    if not args.keys.is_file() and not os.environ.get("HEARTCODE_BACKEND_URL"):
+        print(f"litellm-cloud dev: keys file {args.keys} not found (--keys FILE)", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="litellm-cloud-dev-") as tmp:
         work_dir = Path(tmp)
-        gw = start_dev(
-            home=home, port=args.port, host=args.host, keys_file=args.keys, env=os.environ, work_dir=work_dir
-        )
+        try:
+            gw = start_dev(
+                home=home, port=args.port, host=args.host, keys_file=args.keys, env=os.environ, work_dir=work_dir
+            )
+        except _Interrupted:
+            print("stopped while starting", file=sys.stderr)
+            return 130
+        starting = False
         try:
             print(banner(gw), flush=True)
             print(f"(logs in {work_dir})", flush=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import PYTHON, REPO, free_port
+from tests.support import PYTHON, REPO, free_port, start_backend, wait_until
 
 
 def _children(pid: int) -> list[int]:
@@ -89,3 +89,64 @@ def test_dev_gateway_serves_every_endpoint_and_stops_cleanly(tmp_path: Path) -> 
     assert code == 0, (tmp_path / "dev.log").read_text()[-2000:]
     time.sleep(0.5)
     assert [pid for pid in children if _alive(pid)] == []
+
+
+def _start_dev(tmp_path: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    log = open(tmp_path / "dev.log", "w+")  # noqa: SIM115 - the child holds it
+    try:
+        return subprocess.Popen([PYTHON, "-m", "litellm_cloud", "dev", "--port", str(port)], cwd=REPO, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    finally:
+        log.close()
+
+
+def test_dev_stopped_while_starting_leaves_nothing(tmp_path: Path) -> None:
+    """A closed terminal (SIGHUP) during start-up stops what was already started, at once."""
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    env.pop("HEARTCODE_BACKEND_URL", None)
+    proc = _start_dev(tmp_path, free_port(), env)
+    try:
+        wait_until(lambda: len(_children(proc.pid)) >= 2, 60, "dev starting its children")
+        children = _children(proc.pid)
+        assert "Ctrl-C stops everything" not in (tmp_path / "dev.log").read_text()  # still starting
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(20) == 130, (tmp_path / "dev.log").read_text()[-2000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    wait_until(lambda: not [pid for pid in children if _alive(pid)], 5, "children gone")
+
+
+def test_dev_with_a_real_backend_url_uses_it_and_dies_with_nothing_left(tmp_path: Path) -> None:
+    """HEARTCODE_BACKEND_URL replaces the development backend; a SIGKILLed dev takes its children along."""
+    key = "hc-sk-external-backend-0000000000"
+    backend, url = start_backend(tmp_path, [{"key": key, "user_id": "ext", "tier": "premium", "age_verified": False}])
+    port = free_port()
+    proc = _start_dev(tmp_path, port, {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                                       "HEARTCODE_BACKEND_URL": url})  # fmt: skip
+    children: list[int] = []
+    try:
+        wait_until(lambda: "Ctrl-C stops everything" in (tmp_path / "dev.log").read_text(), 150, "dev ready")
+        text = (tmp_path / "dev.log").read_text()
+        assert "hc-sk-dev-" not in text  # the development keys are not advertised for a real backend
+        children = _children(proc.pid)
+        assert len(children) == 2  # simulator and proxy: no development backend of its own
+        headers = {"Authorization": f"Bearer {key}"}
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", headers=headers, timeout=30,
+                       json={"model": "heartcode-default", "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+        assert r.status_code == 200, r.text
+        dev_key = {"Authorization": "Bearer hc-sk-dev-free-0000000000000000"}
+        r = httpx.get(f"http://127.0.0.1:{port}/v1/models", headers=dev_key, timeout=30)
+        assert r.status_code == 401, r.text
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        wait_until(lambda: not [pid for pid in children if _alive(pid)], 15, "children gone after SIGKILL")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in children:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        backend.stop()
