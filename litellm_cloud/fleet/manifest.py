@@ -39,7 +39,11 @@ class Group(_Strict):
     timeout: float = pydantic.Field(gt=0, description="seconds for a whole non-streamed call")
     stream_timeout: float = pydantic.Field(gt=0, description="seconds a stream may wait for its next bytes")
     age_verified_only: bool = False
-    redact_content: bool = False
+    # Content of an age-verified-only group stays out of traces unless the manifest says otherwise.
+    redact_content: bool = pydantic.Field(
+        default_factory=lambda data: bool(data.get("age_verified_only", False)),
+        description="keep message content out of traces; default: the group's age_verified_only",
+    )
     servers: tuple[Server, ...] = pydantic.Field(min_length=1)
 
 

@@ -130,3 +130,16 @@ def test_the_shipped_tiers_are_the_product_tiers() -> None:
         "premium": (60, 7000, 100_000),
         "admin": (1000, 70_000, 10_000_000),
     }
+
+
+def test_an_age_verified_group_is_redacted_unless_it_says_otherwise(checkout: Path) -> None:
+    data = yaml.safe_load((checkout / "fleet.yaml").read_text())
+    nsfw = data["groups"]["heartcode-chat-nsfw"]
+    nsfw.pop("redact_content", None)
+    (checkout / "fleet.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    groups = load_manifest(checkout / "fleet.yaml").groups
+    assert groups["heartcode-chat-nsfw"].redact_content is True
+    assert groups["heartcode-chat-sfw"].redact_content is False
+    nsfw["redact_content"] = False  # an explicit choice stands
+    (checkout / "fleet.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    assert load_manifest(checkout / "fleet.yaml").groups["heartcode-chat-nsfw"].redact_content is False

@@ -38,6 +38,7 @@ ACCOUNTS = {
     "dave": ("user-dave", "premium", True),
     "erin": ("user-erin", "premium", True),
     "frank": ("user-frank", "free", False),
+    "gina": ("user-gina", "premium", True),  # first seen in the metrics test: one miss, then hits
 }
 KEYS = [
     {"key": _key(n), "user_id": u, "tier": t, "age_verified": a, "key_id": f"k-{n}"}
@@ -116,7 +117,7 @@ def test_normal_request_is_one_trace_with_every_field(stack: Stack) -> None:
     assert meta["tier"] == "premium" and meta["key_id"] == "k-alice" and meta["key_hash"] == key_hash(key)
     assert meta["requested_model"] == "heartcode-default" and meta["model_group"] == "heartcode-chat-sfw"
     assert meta["deployment"] in {"gpu-1", "gpu-2", "gpu-3", "gpu-4"}
-    assert r.headers.get("x-litellm-model-id", meta["deployment"]) == meta["deployment"]
+    assert r.headers["x-litellm-model-id"] == meta["deployment"]  # the server that really answered
     assert (meta["prompt_tokens"], meta["completion_tokens"]) == (usage["prompt_tokens"], usage["completion_tokens"])
     assert meta["outcome"] == "ok" and meta["status"] == 200 and meta["stream"] is False
     assert meta["latency_ms"] > 0 and meta["time_to_first_token_ms"] is None and meta["redacted"] is False
@@ -262,16 +263,17 @@ def test_metrics_needs_a_token(stack: Stack) -> None:
 
 def test_metrics_count_a_known_sequence(stack: Stack) -> None:
     before = _scrape(stack)
-    carol, bob = _key("carol"), _key("bob")
+    carol, bob, gina, stranger = _key("carol"), _key("bob"), _key("gina"), _key("stranger")
     used = {"prompt": 0, "completion": 0}
-    for i in range(2):
-        r = stack.post(carol, chat("heartcode-default", f"count me {i}", max_tokens=4))
+    for i, key in enumerate((gina, gina)):
+        r = stack.post(key, chat("heartcode-default", f"count me {i}", max_tokens=4))
         assert r.status_code == 200
         used["prompt"] += r.json()["usage"]["prompt_tokens"]
         used["completion"] += r.json()["usage"]["completion_tokens"]
     stack.stream(carol, chat("heartcode-chat-sfw", "count my stream", max_tokens=4))
     assert stack.post(bob, chat("heartcode-nsfw", "no", max_tokens=4)).status_code == 403
-    assert stack.post(UNKNOWN_KEY, chat("heartcode-default", "no", max_tokens=4)).status_code == 401
+    for _ in range(2):  # the first asks the backend, the second is answered from the negative cache
+        assert stack.post(stranger, chat("heartcode-default", "no", max_tokens=4)).status_code == 401
     # The stream's success callback runs after its last chunk went out: wait for it.
     wait_until(
         lambda: value(_scrape(stack), "litellm_cloud_time_to_first_token_seconds_count")
@@ -287,15 +289,21 @@ def test_metrics_count_a_known_sequence(stack: Stack) -> None:
     assert delta("litellm_cloud_requests_total", tier="premium", code="ok", **sfw) == 3
     assert delta("litellm_cloud_requests_total", tier="free", code="model_not_allowed",
                  model_group="heartcode-chat-nsfw") == 1  # fmt: skip
-    assert delta("litellm_cloud_requests_total", tier="none", code="invalid_api_key", **sfw) == 1
+    assert delta("litellm_cloud_requests_total", tier="none", code="invalid_api_key", **sfw) == 2
     assert delta("litellm_cloud_tokens_total", tier="premium", kind="prompt", **sfw) > used["prompt"]  # + stream
     assert delta("litellm_cloud_tokens_total", tier="premium", kind="completion", **sfw) > used["completion"]
     assert delta("litellm_cloud_deployment_calls_total", result="ok", **sfw) == 3
     assert delta("litellm_cloud_deployment_duration_seconds_count", **sfw) == 3
     assert delta("litellm_cloud_request_duration_seconds_count", stream="false", **sfw) == 2
     assert delta("litellm_cloud_time_to_first_token_seconds_count", **sfw) == 1
-    # Auth: carol's key and bob's were cached by earlier tests; the unknown key is negatively cached.
+    # Auth: gina and the stranger are new (one miss each, one backend call each); carol's and bob's keys
+    # and gina's second request are hits; the stranger's second is a negative hit.
+    assert delta("litellm_cloud_auth_cache_total", result="miss") == 2
+    assert delta("litellm_cloud_auth_cache_total", result="negative_hit") == 1
     assert delta("litellm_cloud_auth_cache_total", result="hit") >= 3
+    assert delta("litellm_cloud_auth_cache_total", result="stale") == 0
+    assert delta("litellm_cloud_backend_validation_duration_seconds_count", outcome="valid") == 1
+    assert delta("litellm_cloud_backend_validation_duration_seconds_count", outcome="invalid") == 1
     assert delta("litellm_cloud_langfuse_events_total", result="dropped") == 0
     # Every label value is from the closed sets: no user ids, keys or free text.
     labels = {v for (_n, lab) in after for _k, v in lab}
