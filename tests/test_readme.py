@@ -18,3 +18,28 @@ def test_the_two_commands_exist_and_ci_runs_the_test_command() -> None:
         assert f"{script} " in readme
         assert os.access(REPO / script, os.X_OK)
     assert "exec scripts/test" in (REPO / ".ci" / "run").read_text()
+
+
+def _codes() -> set[str]:
+    """Every stable error code a client can see from the proxy."""
+    import litellm_cloud.auth  # noqa: F401 - defines its own GatewayError subclasses
+    import litellm_cloud.limits  # noqa: F401
+    from litellm_cloud._errors import GatewayError
+
+    found: set[str] = set()
+    todo = [GatewayError]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if "code" in cls.__dict__ and cls is not GatewayError:
+            found.add(cls.code)
+    return found | {"revocation_not_shared"}  # the admin route's own answer (auth/admin.py)
+
+
+def test_every_error_code_is_documented_for_clients_and_operators() -> None:
+    codes = _codes()
+    assert {"invalid_api_key", "auth_unavailable", "auth_timeout", "model_unavailable", "rate_limited"} <= codes
+    readme = (REPO / "README.md").read_text()
+    operations = (REPO / "docs" / "operations.md").read_text()
+    assert [c for c in sorted(codes) if f"`{c}`" not in readme] == []
+    assert [c for c in sorted(codes) if f"`{c}`" not in operations] == []
