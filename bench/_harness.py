@@ -22,6 +22,14 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 
 
+# A tier with limits high enough never to refuse a benchmark's load, for benchmarks that measure
+# something other than the limits (their refusals would otherwise look like the gateway's speed).
+UNLIMITED_TIERS = {"tiers": {"bench": {
+    "rpm": 10_000_000, "tpm": 1_000_000_000, "daily_tokens": 1_000_000_000_000, "max_parallel": 10_000,
+    "model_groups": ["heartcode-chat-sfw", "heartcode-chat-nsfw", "heartcode-embed"],
+}}}  # fmt: skip
+
+
 def machine() -> str:
     """One line naming the machine the numbers came from."""
     cpu = platform.processor() or "?"

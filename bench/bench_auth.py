@@ -33,6 +33,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench._harness import UNLIMITED_TIERS
 from tests.support import PYTHON, ManagedProcess, SimFleet, free_port, http_ok, render_test_config, start_proxy
 
 KEY = "hc-sk-bench-cached-key-0000000001"
@@ -45,10 +46,6 @@ IDENTITY = {"user_id": "bench", "key_id": "bench", "key_hash": "key-bench", "tie
 async def user_api_key_auth(request, api_key):
     return UserAPIKeyAuth(api_key="key-bench", user_id="bench", metadata={"hc_identity": dict(IDENTITY)})
 '''
-# Limits high enough never to refuse the benchmark's load (what is measured is auth, not limits).
-TIERS = {"tiers": {"bench": {"rpm": 10_000_000, "tpm": 1_000_000_000, "daily_tokens": 1_000_000_000_000,
-                             "max_parallel": 10_000, "model_groups": ["heartcode-chat-sfw", "heartcode-chat-nsfw",
-                                                                      "heartcode-embed"]}}}
 BODY = json.dumps({"model": "heartcode-chat-sfw", "messages": [{"role": "user", "content": "hi"}],
                    "max_tokens": 4}).encode()
 
@@ -158,7 +155,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-auth-"))
     logs = work / "logs"
     tiers = work / "tiers.yaml"
-    tiers.write_text(yaml.safe_dump(TIERS))
+    tiers.write_text(yaml.safe_dump(UNLIMITED_TIERS))
     keys = work / "keys.yaml"
     keys.write_text(yaml.safe_dump([{"key": KEY, "user_id": "bench", "tier": "bench", "age_verified": True}]))
     (work / "bench_noop_auth.py").write_text(NOOP_AUTH)

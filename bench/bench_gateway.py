@@ -17,7 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._harness import load, table
+import yaml
+
+from bench._harness import UNLIMITED_TIERS, load, table
 from tests.support import SimFleet, chat, render_test_config, start_backend, start_proxy
 
 KEY = "hc-sk-benchmark00000000000000000000admin"
@@ -35,10 +37,13 @@ def main() -> int:
             # Instant generation: the benchmark measures the gateway, not simulated GPU speed.
             sim.control("*", ttft_ms=0, tokens_per_s=0)
             backend, url = start_backend(
-                logs, [{"key": KEY, "user_id": "bench", "tier": "admin", "age_verified": True}]
+                logs, [{"key": KEY, "user_id": "bench", "tier": "bench", "age_verified": True}]
             )
             procs.append(backend)
-            env = {"HEARTCODE_BACKEND_URL": url}
+            # What is measured is the gateway's cost, not a tier's limit: the key's tier never refuses.
+            tiers = logs / "tiers.yaml"
+            tiers.write_text(yaml.safe_dump(UNLIMITED_TIERS))
+            env = {"HEARTCODE_BACKEND_URL": url, "HEARTCODE_TIERS_FILE": str(tiers)}
             config = render_test_config(logs / "config.yaml", sim.endpoints, timeout=30, stream_timeout=30)
             proxy, base = start_proxy("proxy", config, logs, env)
             procs.append(proxy)
