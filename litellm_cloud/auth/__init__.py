@@ -8,6 +8,7 @@
     hook.py          the LiteLLM edge: the custom_auth function and the access hook
     revocation.py    dropping keys from every replica's cache (Redis pub/sub, or this process)
     admin.py         POST /hc/keys/revoke (master key only)
+    _litellm_compat.py  keeps our error code on LiteLLM's pre-auth refusal path
 
 ``build_auth(settings, metrics)`` wires them into one ``Auth``; docs/auth.md tells the whole story.
 """
@@ -21,6 +22,7 @@ from fastapi import APIRouter
 
 from .._config import Settings
 from ..observability import Metrics
+from . import _litellm_compat
 from .admin import build_admin_router
 from .authenticator import Authenticator, new_cache
 from .backend import HttpKeyBackend, KeyBackend
@@ -44,6 +46,7 @@ class Auth:
 
 def build_auth(settings: Settings, metrics: Metrics, *, backend: KeyBackend | None = None) -> Auth:
     """Build auth from settings; a tier naming a model group the fleet lacks raises ``ConfigError``."""
+    _litellm_compat.install()
     gate = ModelGate(settings.fleet, settings.tiers)
     cache = new_cache(
         ttl=settings.auth_cache_ttl,

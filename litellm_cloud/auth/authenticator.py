@@ -2,8 +2,8 @@
 
 The cache is indexed by the key's full SHA-256 and holds either an ``Identity`` or a ``Refusal``; the raw
 key lives only for the duration of one backend call. A tier name the tier table does not know is refused
-(``auth_unavailable``: the key is fine, the gateway is misconfigured) and logged as an error; it is
-never mapped to a guessed tier.
+with ``403 tier_not_configured`` (the key is fine, the gateway's tiers.yaml lacks its tier: retrying will
+not help, unlike ``503 auth_unavailable``) and logged as an error; it is never mapped to a guessed tier.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from .._errors import AuthTimeout, AuthUnavailable, GatewayError, InvalidApiKey
+from .._errors import AccessError, AuthTimeout, AuthUnavailable, GatewayError, InvalidApiKey
 from ..identity import Identity, key_hash
 from ..observability import Metrics
 from ..tiers import Tiers
@@ -20,6 +20,13 @@ from .cache import AuthCache
 from .keys import check_format, key_digest
 
 log = logging.getLogger("litellm_cloud.auth")
+
+
+class TierNotConfigured(AccessError):
+    """403 ``tier_not_configured``: the backend names a tier tiers.yaml does not define (not retryable)."""
+
+    code = "tier_not_configured"
+    status = 403
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +70,8 @@ class Authenticator:
         self._metrics = metrics
 
     async def authenticate(self, api_key: object) -> Identity:
-        """The identity of a well-formed, valid key; ``InvalidApiKey``/``AuthUnavailable``/``AuthTimeout``."""
+        """The identity of a well-formed, valid key; else ``InvalidApiKey``, ``TierNotConfigured``,
+        ``AuthUnavailable`` or ``AuthTimeout``."""
         key = check_format(api_key)
         verdict, result = await self.cache.get(key_digest(key), lambda: self._load(key))
         self._metrics.auth_cache(result)
@@ -86,7 +94,7 @@ class Authenticator:
                 who, answer.user_id, answer.tier[:40],
             )
             message = f"This key's tier is not configured on the gateway; contact support ({who})."
-            return Refusal(AuthUnavailable, message, who), False
+            return Refusal(TierNotConfigured, message, who), False
         identity = Identity(
             user_id=answer.user_id,
             key_id=answer.key_id,

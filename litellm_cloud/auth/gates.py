@@ -13,6 +13,7 @@ tier does not include, or an ``age_verified_only`` group for a key that is not a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,8 @@ from .._errors import BadRequest, ConfigError, ModelNotAllowed, ModelNotFound, R
 from ..fleet.manifest import Manifest
 from ..identity import Identity
 from ..tiers import Tiers
+
+log = logging.getLogger("litellm_cloud.auth")
 
 #: Every route a customer key may call (exact paths; LiteLLM's path normalisation happens before us).
 CUSTOMER_ROUTES = frozenset(
@@ -77,6 +80,10 @@ class ModelGate:
             for verified in (False, True):
                 groups = [g for g in tier.model_groups if verified or not fleet.groups[g].age_verified_only]
                 self._names[(tier.name, verified)] = tuple(n for g in groups for n in fleet.names_for(g))
+            if not self._names[(tier.name, False)]:
+                # Legal (such a tier is for verified accounts), but worth knowing: its other keys see no
+                # model at all (hook.NO_MODELS keeps LiteLLM from reading "none" as "all").
+                log.warning("tier %r allows only age-verified model groups: its unverified keys get no model", tier.name)
 
     def allowed_names(self, identity: Identity) -> list[str]:
         """Every public model name (groups and aliases) ``identity`` may call, for ``/v1/models``."""
@@ -90,10 +97,10 @@ class ModelGate:
         if group is None:
             raise ModelNotFound(f"The model '{model[:100]}' does not exist; GET /v1/models lists yours.")
         if self._fleet.groups[group].age_verified_only and not identity.age_verified:
-            raise ModelNotAllowed(f"The model '{model}' is only available to age-verified accounts.")
+            raise ModelNotAllowed(f"The model '{model[:100]}' is only available to age-verified accounts.")
         tier = self._tiers.get(identity.tier)
         if tier is None or group not in tier.model_groups:
-            raise ModelNotAllowed(f"The model '{model}' is not included in the {identity.tier} tier.")
+            raise ModelNotAllowed(f"The model '{model[:100]}' is not included in the {identity.tier[:40]} tier.")
         return group
 
 

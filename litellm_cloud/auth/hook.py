@@ -16,12 +16,13 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import HTTPException, Request
 from litellm.integrations.custom_logger import CustomLogger
-from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
+from litellm.proxy._types import LitellmUserRoles, SpecialModelNames, UserAPIKeyAuth
 from litellm.proxy.auth.auth_utils import get_request_route
 
 from .._config import Secret
@@ -35,6 +36,12 @@ from .keys import check_format
 log = logging.getLogger("litellm_cloud.auth")
 
 AuthFunction = Callable[..., Awaitable[UserAPIKeyAuth]]
+
+#: What ``UserAPIKeyAuth.models`` holds for a key that may use no model at all. LiteLLM reads an empty
+#: list as "every model" (litellm/proxy/auth/model_checks.py, get_complete_model_list: an empty key list
+#: falls back to the whole proxy list), so "nothing" must be said with its own marker, which it filters
+#: out of every listing (measured on 1.103.7).
+NO_MODELS = SpecialModelNames.no_default_models.value
 
 
 class MasterKey:
@@ -76,7 +83,7 @@ def make_auth_function(
             api_key=identity.key_hash,
             user_id=identity.user_id,
             user_role=LitellmUserRoles.INTERNAL_USER,
-            models=gate.allowed_names(identity),
+            models=gate.allowed_names(identity) or [NO_MODELS],
             metadata={IDENTITY_KEY: dict(metadata_items(identity))},
         )
 
@@ -114,11 +121,29 @@ class AccessHook(CustomLogger):
         traceback_str: str | None = None,
     ) -> HTTPException | None:
         # LiteLLM refuses client-side routing fields (api_base, ...) before our auth runs, with a bare
-        # ValueError that becomes a 500: it is the client's mistake, so answer 400 invalid_request.
+        # ValueError that becomes a 500: it is the client's mistake, so answer 400 invalid_request
+        # (_litellm_compat keeps our code on that path).
         if isinstance(original_exception, ValueError) and str(original_exception).startswith(_REJECTED):
-            field = str(original_exception)[len(_REJECTED):].split(" is not allowed", 1)[0].strip()
-            return to_replacement_exception(BadRequest(f"The request field '{field[:40]}' is not accepted."))
+            return to_replacement_exception(BadRequest(rejected_message(str(original_exception))))
+        # LiteLLM refuses a URL-valued destination (``"model": "http://..."``) with an HTTPException whose
+        # detail is {"error": "invalid_request", "param": ...}; it would answer code "400".
+        if isinstance(original_exception, HTTPException) and original_exception.status_code == 400:
+            detail = original_exception.detail
+            if isinstance(detail, dict) and detail.get("error") == "invalid_request":
+                param = str(detail.get("param") or "")
+                field = param if _FIELD_NAME.fullmatch(param) else "a field"
+                return to_replacement_exception(BadRequest(f"The request field '{field}' may not be a URL."))
         return None
 
 
 _REJECTED = "Rejected Request:"
+_REJECTED_FIELD = re.compile(r"Rejected Request: ([A-Za-z0-9_.\-]{1,40}) is not allowed")
+_FIELD_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,40}")
+
+
+def rejected_message(litellm_message: str) -> str:
+    """Our message for one of LiteLLM's "Rejected Request: ..." errors (it never echoes client values)."""
+    match = _REJECTED_FIELD.match(litellm_message)
+    if match:
+        return f"The request field '{match.group(1)}' is not accepted."
+    return "The request carries a field or value the gateway does not accept (routing or credentials)."

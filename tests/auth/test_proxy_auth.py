@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.auth.conftest import (
     ADMIN_TIER,
@@ -20,9 +26,18 @@ from tests.auth.conftest import (
     KeyBackend,
     error_of,
 )
-from tests.support import MASTER_KEY, SimFleet, render_test_config, start_proxy
+from tests.support import REPO, SimFleet, render_test_config, start_proxy
 
 TIMEOUT = 1.0  # HEARTCODE_BACKEND_TIMEOUT of this proxy
+#: This proxy's master key passes the hc-sk- format check, so a near miss (another well-formed key, or
+#: one with the master key as prefix) gets past the format check and only the constant-time comparison
+#: tells it from the master key.
+MASTER_KEY = "hc-sk-master-key-of-the-auth-tests-01"
+#: A tier (added to a copy of tiers.yaml) whose only group is age-verified-only: its unverified keys may
+#: use nothing at all, which LiteLLM must not read as "everything".
+ADULT_TIER = "adult-only"
+ADULT = "hc-sk-test-adult-only-unverified-6"
+ADULT_VERIFIED = "hc-sk-test-adult-only-verified-007"
 
 SFW_NAMES = ["heartcode-chat-sfw", "heartcode-sfw", "heartcode-default"]
 NSFW_NAMES = ["heartcode-chat-nsfw", "heartcode-nsfw"]
@@ -37,9 +52,19 @@ def backend(log_dir: Path) -> Iterator[KeyBackend]:
 
 @pytest.fixture(scope="module")
 def proxy(log_dir: Path, backend: KeyBackend) -> Iterator[tuple[Gateway, object]]:
+    tiers = yaml.safe_load((REPO / "tiers.yaml").read_text())
+    tiers["tiers"][ADULT_TIER] = {**tiers["tiers"]["free"], "model_groups": ["heartcode-chat-nsfw"]}
+    (log_dir / "tiers.yaml").write_text(yaml.safe_dump(tiers))
+    backend.add_key(ADULT, user_id="u-adult", tier=ADULT_TIER, age_verified=False)
+    backend.add_key(ADULT_VERIFIED, user_id="u-adult-v", tier=ADULT_TIER, age_verified=True)
     sim = SimFleet(log_dir).start()
     config = render_test_config(log_dir / "config.yaml", sim.endpoints)
-    env = {"HEARTCODE_BACKEND_URL": backend.url, "HEARTCODE_BACKEND_TIMEOUT": str(TIMEOUT)}
+    env = {
+        "HEARTCODE_BACKEND_URL": backend.url,
+        "HEARTCODE_BACKEND_TIMEOUT": str(TIMEOUT),
+        "HEARTCODE_TIERS_FILE": str(log_dir / "tiers.yaml"),
+        "LITELLM_MASTER_KEY": MASTER_KEY,
+    }
     process, base = start_proxy("proxy", config, log_dir, env)
     gw = Gateway(base)
     try:
@@ -132,8 +157,8 @@ def test_a_backend_slower_than_the_timeout_is_504_within_the_timeout(gw: Gateway
 
 def test_unknown_tier_is_refused_not_guessed(gw: Gateway) -> None:
     r = gw.chat(GOLD)
-    status, code = error_of(r)
-    assert (status, code) == (503, "auth_unavailable")
+    # Not 503 auth_unavailable: the backend answered and retrying will not help until tiers.yaml has it.
+    assert error_of(r) == (403, "tier_not_configured")
     assert "tier" in r.json()["error"]["message"]
 
 
@@ -143,10 +168,27 @@ def test_100_concurrent_first_requests_make_one_backend_call(gw: Gateway, backen
     # A small delay keeps the first validation in flight while the others arrive.
     backend.control(mode="slow", delay_s=0.5)
     before = backend.calls()
+    cache_before = auth_cache_results(gw)
     with concurrent.futures.ThreadPoolExecutor(100) as pool:
         statuses = list(pool.map(lambda _: gw.models(key).status_code, range(100)))
     assert statuses == [200] * 100
     assert backend.calls() - before == 1
+    cache = {r: n - cache_before.get(r, 0) for r, n in auth_cache_results(gw).items()}
+    # The requests overlapped: the ones that arrived while the one load was in flight waited for it.
+    assert cache.get("miss") == 1 and cache.get("coalesced", 0) >= 10, cache
+    assert sum(cache.values()) == 100, cache
+
+
+def auth_cache_results(gw: Gateway) -> dict[str, float]:
+    """``litellm_cloud_auth_cache_total`` by result, scraped from /metrics with the master key."""
+    r = gw.request("GET", "/metrics", MASTER_KEY)
+    assert r.status_code == 200, r.text
+    return {
+        s.labels["result"]: s.value
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+        if s.name == "litellm_cloud_auth_cache_total"
+    }
 
 
 def test_models_lists_only_what_the_key_may_use(gw: Gateway) -> None:
@@ -162,6 +204,21 @@ def test_models_lists_only_what_the_key_may_use(gw: Gateway) -> None:
     assert ids(MASTER_KEY) == everything
 
 
+def test_a_tier_with_only_age_verified_groups_gives_an_unverified_key_nothing(gw: Gateway) -> None:
+    # An empty allow-list reads as "every model" to LiteLLM: the key must see and reach nothing.
+    r = gw.models(ADULT)
+    assert r.status_code == 200, r.text
+    assert r.json()["data"] == []
+    assert gw.request("GET", "/models", ADULT).json()["data"] == []
+    for name in [*NSFW_NAMES, *SFW_NAMES]:
+        assert error_of(gw.chat(ADULT, name)) == (403, "model_not_allowed"), name
+    e = gw.request("POST", "/v1/embeddings", ADULT, json={"model": "heartcode-embed", "input": "x"})
+    assert error_of(e) == (403, "model_not_allowed")
+    # The same tier with age verification sees exactly its one group.
+    assert {m["id"] for m in gw.models(ADULT_VERIFIED).json()["data"]} == set(NSFW_NAMES)
+    assert gw.chat(ADULT_VERIFIED, "heartcode-nsfw").status_code == 200
+
+
 @pytest.mark.parametrize("name", NSFW_NAMES)
 @pytest.mark.parametrize("key", [FREE, PREMIUM])
 def test_nsfw_is_refused_under_every_name_without_age_verification(gw: Gateway, key: str, name: str) -> None:
@@ -172,6 +229,140 @@ def test_nsfw_is_refused_under_every_name_without_age_verification(gw: Gateway, 
 def test_nsfw_is_served_to_age_verified_keys(gw: Gateway, name: str) -> None:
     r = gw.chat(FREE_VERIFIED, name)
     assert r.status_code == 200, r.text
+
+
+REFUSED = {(403, "model_not_allowed"), (404, "model_not_found"), (403, "route_not_allowed")}
+
+
+def served_nsfw(r: httpx.Response) -> bool:
+    """Whether an answer came from a model at all (any 2xx, or a body with choices / data)."""
+    return r.is_success or '"choices"' in r.text
+
+
+def chat_body(model: str) -> dict[str, object]:
+    return {"model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
+
+
+@pytest.mark.parametrize(
+    ("path", "model"),
+    [
+        # LiteLLM takes the query parameter ahead of the body's model.
+        ("/v1/chat/completions?model=heartcode-chat-nsfw", "heartcode-chat-sfw"),
+        ("/v1/chat/completions?model=heartcode-nsfw", "heartcode-chat-sfw"),
+        ("/chat/completions?model=heartcode-chat-nsfw", "heartcode-default"),
+        ("/chat/completions", "heartcode-chat-nsfw"),
+        ("/chat/completions", "heartcode-nsfw"),
+        # Deployment-level names from the rendered config: litellm model, deployment id, served model.
+        ("/v1/chat/completions", "openai/heartcode-chat-nsfw"),
+        ("/v1/chat/completions", "gpu-5"),
+        ("/v1/chat/completions", "gpu-8"),
+        ("/v1/chat/completions", "HEARTCODE-CHAT-NSFW"),
+        ("/v1/chat/completions", " heartcode-chat-nsfw"),
+        ("/v1/chat/completions", "heartcode-chat-nsfw,heartcode-chat-sfw"),
+        ("/v1/chat/completions", "heartcode-chat-sfw,heartcode-chat-nsfw"),
+        # Routes that carry the model in the path.
+        ("/openai/deployments/heartcode-chat-nsfw/chat/completions", "heartcode-chat-sfw"),
+        ("/engines/heartcode-chat-nsfw/chat/completions", "heartcode-chat-sfw"),
+        ("/openai/deployments/gpu-5/chat/completions", "heartcode-chat-sfw"),
+        ("/v1/embeddings?model=heartcode-chat-nsfw", "heartcode-embed"),
+    ],
+)
+@pytest.mark.parametrize("key", [FREE, PREMIUM])
+def test_no_other_name_reaches_nsfw_without_age_verification(gw: Gateway, key: str, path: str, model: str) -> None:
+    body = chat_body(model) if "embeddings" not in path else {"model": model, "input": "x"}
+    r = gw.request("POST", path, key, json=body)
+    assert not served_nsfw(r), r.text
+    assert error_of(r) in REFUSED, r.text
+
+
+def test_those_other_names_are_real_routes_to_nsfw(gw: Gateway) -> None:
+    # What makes the cases above real attacks: with an age-verified key the query parameter wins over
+    # the body, and LiteLLM's router serves deployment-level names (seen with the master key).
+    r = gw.request("POST", "/v1/chat/completions?model=heartcode-chat-nsfw", FREE_VERIFIED,
+                   json=chat_body("heartcode-chat-sfw"))
+    assert r.status_code == 200, r.text
+    nsfw_servers = {f"gpu-{n}" for n in (5, 6, 7, 8)}  # fleet.yaml's heartcode-chat-nsfw group
+    assert server_of(r) in nsfw_servers, r.text
+    for name in ("gpu-5", "openai/heartcode-chat-nsfw"):
+        r = gw.chat(MASTER_KEY, name)
+        assert r.status_code == 200 and server_of(r) in nsfw_servers, r.text
+
+
+def server_of(r: httpx.Response) -> str:
+    """The simulated server that answered: its completion ids read ``chatcmpl-<server>-<n>``."""
+    return "-".join(str(r.json()["id"]).split("-")[1:3])
+    assert error_of(gw.request("POST", "/v1/chat/completions?model=gpu-5", FREE_VERIFIED,
+                               json=chat_body("heartcode-chat-sfw"))) == (404, "model_not_found")
+
+
+@pytest.mark.parametrize("path", ["/v1/models/heartcode-chat-nsfw", "/models/heartcode-nsfw", "/v1/models/gpu-5"])
+def test_model_retrieval_by_path_is_refused(gw: Gateway, path: str) -> None:
+    r = gw.request("GET", path, FREE)
+    assert error_of(r) in REFUSED and "heartcode-chat-nsfw\"" not in r.text, r.text
+
+
+def raw_request(base: str, method: str, path: str, key: str, body: bytes = b"{}") -> tuple[int, bytes]:
+    """Send ``path`` byte for byte (httpx would normalise it); (status, body)."""
+    url = urlsplit(base)
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        conn.putheader("authorization", f"Bearer {key}")
+        conn.putheader("content-type", "application/json")
+        conn.putheader("content-length", str(len(body)))
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/router/settings/",
+        "/ROUTER/SETTINGS",
+        "/Router/Settings",
+        "/router%2Fsettings",
+        "/router%2fsettings",
+        "/%72outer/settings",
+        "/router/%73ettings",
+        "//router/settings",
+        "/./router/settings",
+        "/v1/../router/settings",
+        "/v1/%2e%2e/router/settings",
+        "/router/settings?x=1",
+        "/router/settings;x=1",
+        "/get/config/callbacks/",
+        "/GET/CONFIG/CALLBACKS",
+        "/get%2Fconfig%2Fcallbacks",
+        "/key%2Fgenerate",
+        "/hc%2Fkeys%2Frevoke",
+        "/v1/chat/completions/../../router/settings",
+        "/v1/chat/completions%2F..%2F..%2Frouter%2Fsettings",
+    ],
+)
+def test_route_spellings_do_not_reach_admin_routes(gw: Gateway, backend: KeyBackend, path: str) -> None:
+    for method in ("GET", "POST"):
+        status, body = raw_request(gw.base, method, path, ADMIN_TIER)
+        # 403 from our route gate, or LiteLLM has no such route (404/405), or a redirect to the canonical
+        # path (which the gate then refuses): never an admin answer.
+        assert status in (403, 404, 405, 307, 308), (method, path, status, body[:300])
+        if status == 403:
+            assert json.loads(body)["error"]["code"] == "route_not_allowed", body[:300]
+        if status in (307, 308):
+            follow = gw.request(method, path.replace("//", "/").rstrip("/") or "/", ADMIN_TIER, json={})
+            assert follow.status_code in (403, 404, 405), follow.text
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/chat/completions/", "/V1/CHAT/COMPLETIONS", "/v1/Chat/Completions", "//v1/chat/completions",
+     "/v1/chat%2Fcompletions", "/v1/chat/completions%2F"],
+)
+def test_inference_route_spellings_do_not_bypass_the_model_gate(gw: Gateway, path: str) -> None:
+    status, body = raw_request(gw.base, "POST", path, FREE, json.dumps(chat_body("heartcode-chat-nsfw")).encode())
+    assert not (200 <= status < 300) and b'"choices"' not in body, (path, status, body[:300])
 
 
 def test_unknown_missing_and_odd_models(gw: Gateway) -> None:
@@ -191,15 +382,32 @@ def test_malformed_json_is_a_json_400(gw: Gateway) -> None:
     assert status == 400
 
 
-@pytest.mark.parametrize("field", ["fallbacks", "context_window_fallbacks", "content_policy_fallbacks", "api_base", "user_config"])
-def test_routing_overrides_in_the_body_are_refused(gw: Gateway, field: str) -> None:
-    value = ["heartcode-chat-nsfw"] if "fallbacks" in field else "http://127.0.0.1:1/v1"
-    if field == "user_config":
-        value = {"model_list": []}  # type: ignore[assignment]
-    status, code = error_of(gw.chat(FREE, **{field: value}))
-    # LiteLLM refuses api_base and user_config before our auth runs (a 500 we turn into a 400); its auth
-    # wrapper keeps our status there, not our code.
-    assert (status, code) == (400, "400" if field in ("api_base", "user_config") else "invalid_request")
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("fallbacks", ["heartcode-chat-nsfw"]),
+        ("context_window_fallbacks", ["heartcode-chat-nsfw"]),
+        ("content_policy_fallbacks", ["heartcode-chat-nsfw"]),
+        ("fallbacks", ["http://127.0.0.1:1/v1"]),
+        ("api_base", "http://127.0.0.1:1/v1"),
+        ("base_url", "http://127.0.0.1:1/v1"),
+        ("user_config", {"model_list": []}),
+        ("model_list", []),
+        ("api_key", "sk-upstream"),
+        ("metadata", {"api_base": "http://127.0.0.1:1/v1"}),
+        ("model", "http://127.0.0.1:1/v1"),
+    ],
+)
+@pytest.mark.parametrize("key", [FREE, MASTER_KEY])
+def test_routing_overrides_in_the_body_are_refused(gw: Gateway, key: str, field: str, value: object) -> None:
+    # LiteLLM refuses some of these before our auth runs, others reach our access hook (customer keys
+    # only): either way the answer is our 400 invalid_request.
+    r = gw.chat(key, **{field: value})
+    if key == MASTER_KEY and r.status_code == 200:
+        assert field in ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks", "api_key"), field
+        return  # the master key may steer routing; LiteLLM drops the upstream key
+    assert error_of(r) == (400, "invalid_request"), r.text
+    assert "127.0.0.1:1" not in r.text
 
 
 @pytest.mark.parametrize(
@@ -232,8 +440,22 @@ def test_the_master_key_keeps_admin_access(gw: Gateway) -> None:
     assert gw.chat(MASTER_KEY, "heartcode-nsfw").status_code == 200
 
 
-def test_a_wrong_master_key_is_refused(gw: Gateway) -> None:
-    assert error_of(gw.request("GET", "/router/settings", MASTER_KEY + "x")) == (401, "invalid_api_key")
+@pytest.mark.parametrize(
+    "key",
+    [
+        MASTER_KEY + "x",  # the master key as prefix
+        MASTER_KEY[:-1],  # a prefix of the master key
+        MASTER_KEY[:-1] + "2",  # one character off
+        "hc-sk-" + "m" * (len(MASTER_KEY) - 6),  # same length
+    ],
+)
+def test_a_wrong_master_key_is_refused(gw: Gateway, backend: KeyBackend, key: str) -> None:
+    before = backend.calls()
+    # Well-formed, so only the master-key comparison stops it short of admin: then it is a customer key.
+    assert error_of(gw.request("GET", "/router/settings", key)) == (403, "route_not_allowed")
+    assert error_of(gw.models(key)) == (401, "invalid_api_key")
+    assert backend.calls() == before + 1  # went on to the backend as an ordinary key
+    assert gw.request("GET", "/router/settings", MASTER_KEY).status_code == 200
 
 
 def test_revocation_is_admin_only_and_drops_the_key(gw: Gateway, backend: KeyBackend) -> None:

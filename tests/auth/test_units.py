@@ -17,7 +17,7 @@ from litellm_cloud._errors import (
     RouteNotAllowed,
 )
 from litellm_cloud.auth import build_auth
-from litellm_cloud.auth.authenticator import Authenticator, new_cache
+from litellm_cloud.auth.authenticator import Authenticator, TierNotConfigured, new_cache
 from litellm_cloud.auth.backend import BackendVerdict
 from litellm_cloud.auth.gates import CUSTOMER_ROUTES, ModelGate, check_fields, check_route
 from litellm_cloud.auth.revocation import LocalRevocations, Selector
@@ -72,6 +72,60 @@ def test_model_gate_honours_the_tier(settings: Settings) -> None:
     with pytest.raises(ModelNotAllowed, match="small tier"):
         gate.check(ident("small", verified=True), "heartcode-sfw")
     assert gate.allowed_names(ident("small")) == ["heartcode-embed"]
+
+
+def test_model_not_allowed_messages_truncate_the_name(settings: Settings) -> None:
+    from litellm_cloud.tiers import Tier, Tiers
+
+    # A long alias is no real name, so point one at the NSFW group through a manifest copy.
+    long_name = "heartcode-nsfw-" + "x" * 500
+    fleet = settings.fleet.model_copy(update={"aliases": {**settings.fleet.aliases, long_name: "heartcode-chat-nsfw"}})
+    gate = ModelGate(fleet, settings.tiers)
+    with pytest.raises(ModelNotAllowed) as info:
+        gate.check(ident(), long_name)
+    assert len(info.value.message) < 200 and long_name[:100] in info.value.message
+    small = Tier(name="small", rpm=1, tpm=1, daily_tokens=1, max_parallel=1, model_groups=("heartcode-embed",))
+    gate = ModelGate(fleet, Tiers({"small": small}))
+    with pytest.raises(ModelNotAllowed) as info:
+        gate.check(ident("small", verified=True), long_name)
+    assert len(info.value.message) < 200
+
+
+def test_a_tier_with_only_age_verified_groups_gives_unverified_keys_nothing(settings: Settings) -> None:
+    from litellm_cloud.tiers import Tier, Tiers
+
+    adult = Tier(name="adult", rpm=1, tpm=1, daily_tokens=1, max_parallel=1, model_groups=("heartcode-chat-nsfw",))
+    gate = ModelGate(settings.fleet, Tiers({"adult": adult}))
+    assert gate.allowed_names(ident("adult")) == []
+    assert "heartcode-nsfw" in gate.allowed_names(ident("adult", verified=True))
+    with pytest.raises(ModelNotAllowed):
+        gate.check(ident("adult"), "heartcode-chat-nsfw")
+
+
+def test_rejected_request_messages_name_the_field_only() -> None:
+    from litellm_cloud.auth.hook import rejected_message
+
+    assert rejected_message("Rejected Request: api_base is not allowed in request body. ...") == (
+        "The request field 'api_base' is not accepted."
+    )
+    generic = rejected_message("Rejected Request: URL-valued fallback destination 'http://evil/x' is not allowed.")
+    assert "evil" not in generic and "not accept" in generic
+
+
+def test_the_litellm_error_path_keeps_our_code() -> None:
+    from litellm.proxy.auth import auth_exception_handler as handler
+
+    from litellm_cloud._edge import to_proxy_exception, to_replacement_exception
+    from litellm_cloud.auth import _litellm_compat
+
+    assert _litellm_compat.install() and _litellm_compat.install()  # idempotent
+    err = to_replacement_exception(BadRequest("no"))
+    out = handler._as_proxy_exception(err)
+    assert out is err and out.to_dict()["code"] == "invalid_request"
+    assert handler._as_proxy_exception(to_proxy_exception(BadRequest("no"))).to_dict()["code"] == "invalid_request"
+    from fastapi import HTTPException
+
+    assert handler._as_proxy_exception(HTTPException(403, "x")).code == "403"  # everything else as before
 
 
 def test_a_tier_naming_an_unknown_group_stops_start_up(settings: Settings) -> None:
@@ -131,8 +185,9 @@ async def test_unknown_tier_is_refused_and_cached_negatively(settings: Settings)
     backend = FakeBackend(BackendVerdict(valid=True, user_id="u", tier="gold"))
     auth = authenticator(settings, backend, m)
     for _ in range(2):
-        with pytest.raises(AuthUnavailable, match="tier"):
+        with pytest.raises(TierNotConfigured, match="tier") as info:
             await auth.authenticate(KEY)
+        assert (info.value.status, info.value.code) == (403, "tier_not_configured")
     assert backend.calls == 1 and m.results == ["miss", "negative_hit"]
 
 
