@@ -16,15 +16,18 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigError
-from .config import TunnelConfig, load_config
+from .config import TunnelConfig, load_config, parse_listen
 from .connection import load_identity
 from .errors import NeedsOperator
 from .sdnotify import Notifier
-from .status import read_status, render_prometheus, render_text
+from .status import TunnelStatus, read_status, render_prometheus, render_text
 from .supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from ..observability.exposition import MetricsServer
 
 DEFAULT_CONFIG = Path("/etc/litellm-cloud/tunnel.yaml")
 DEFAULT_STATUS_FILE = Path("/run/litellm-tunnel/status.json")
@@ -45,17 +48,26 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
+def _run_options() -> argparse.ArgumentParser:
+    run = argparse.ArgumentParser(add_help=False)
+    run.add_argument("--metrics-listen", default=argparse.SUPPRESS, metavar="HOST:PORT",
+                     help="serve Prometheus /metrics here, e.g. 127.0.0.1:9470 (default: the config's "
+                          "metrics_listen, else off)")
+    return run
+
+
 def add_parser(subparsers: Any) -> None:
     """Register ``tunnel`` (actions ``run``, the default, and ``status``) on the top-level CLI."""
-    common = _common()
+    common, run_options = _common(), _run_options()
     parser = subparsers.add_parser(
-        "tunnel", parents=[common], help="reverse SSH tunnels from on-prem to the cloud host",
+        "tunnel", parents=[common, run_options], help="reverse SSH tunnels from on-prem to the cloud host",
         description="Keep the reverse SSH tunnels to the cloud host up (replaces autossh).",
     )
-    parser.set_defaults(func=handler, tunnel_action="run", config=DEFAULT_CONFIG, fleet=None,
-                        status_file=None, log_level="info", format="text")
+    # config=None means "not given": `status` then tolerates a missing default config file.
+    parser.set_defaults(func=handler, tunnel_action="run", config=None, fleet=None,
+                        status_file=None, log_level="info", format="text", metrics_listen=None)
     actions = parser.add_subparsers(dest="tunnel_action", metavar="{run,status}")
-    actions.add_parser("run", parents=[common], help="run the tunnel supervisor (default)")
+    actions.add_parser("run", parents=[common, run_options], help="run the tunnel supervisor (default)")
     status = actions.add_parser("status", parents=[common], help="show each forward, its state and bytes")
     status.add_argument("--format", choices=["text", "json", "prometheus"], default="text")
 
@@ -79,7 +91,28 @@ def _load(args: argparse.Namespace) -> TunnelConfig:
     overrides: dict[str, Any] = {}
     if args.status_file is not None:
         overrides["status_file"] = args.status_file
-    return load_config(args.config, env=os.environ, fleet=args.fleet, overrides=overrides)
+    if args.metrics_listen is not None:
+        overrides["metrics_listen"] = parse_listen(args.metrics_listen)
+    return load_config(args.config or DEFAULT_CONFIG, env=os.environ, fleet=args.fleet, overrides=overrides)
+
+
+def _serve_metrics(config: TunnelConfig, status: TunnelStatus, log: logging.Logger) -> MetricsServer | None:
+    if config.metrics_listen is None:
+        return None
+    host, port = config.metrics_listen
+    # Imported only when asked for: the observability package imports litellm (~4 s, ~100 MB), which the
+    # tunnel otherwise never needs; every restart of the unit would pay for it.
+    from ..observability.exposition import serve_metrics
+
+    try:
+        server = serve_metrics(lambda: render_prometheus(status.snapshot()).encode(), host, port)
+    except OSError as exc:
+        # The tunnel matters more than its metrics: keep the forwards up, say so loudly (and the
+        # scrape target shows down in Prometheus).
+        log.error("cannot serve metrics on %s:%s: %s; running without /metrics", host, port, exc)
+        return None
+    log.info("metrics: http://%s:%s/metrics", host if ":" not in host else f"[{host}]", server.port)
+    return server
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -102,23 +135,29 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     notifier = Notifier.from_env(os.environ)
+    status = TunnelStatus(config.forwards)
+    metrics = _serve_metrics(config, status, log)
     try:
-        return Supervisor(config, identity, stop=stop, notifier=notifier).run()
+        return Supervisor(config, identity, stop=stop, notifier=notifier, status=status).run()
     finally:
+        if metrics is not None:
+            metrics.close()
         notifier.close()
 
 
 def _status_path(args: argparse.Namespace) -> Path:
+    """``--status-file``, else the config's ``status_file``, else the default. A config that was given
+    (or exists at the default path) but does not load is an error, not a silent fall-back."""
     if args.status_file is not None:
         return Path(args.status_file)
-    if args.config is not None and Path(args.config).exists():
-        try:
-            config = load_config(Path(args.config), env=os.environ, fleet=args.fleet)
-        except ConfigError:
-            config = None
-        if config is not None and config.status_file is not None:
-            return config.status_file
-    return DEFAULT_STATUS_FILE
+    path = Path(args.config) if args.config is not None else DEFAULT_CONFIG
+    if args.config is None and not path.exists():
+        return DEFAULT_STATUS_FILE
+    # `status` runs in an admin's shell, not under systemd: credential: paths only need to resolve,
+    # they are never read here.
+    env = {"CREDENTIALS_DIRECTORY": "/run/credentials/litellm-tunnel.service", **os.environ}
+    config = load_config(path, env=env, fleet=args.fleet)
+    return config.status_file or DEFAULT_STATUS_FILE
 
 
 def _pid_alive(pid: int) -> bool:
@@ -132,7 +171,11 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _status(args: argparse.Namespace) -> int:
-    path = _status_path(args)
+    try:
+        path = _status_path(args)
+    except ConfigError as exc:
+        print(f"cannot load the tunnel config: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         snap = read_status(path)
     except FileNotFoundError:

@@ -8,7 +8,7 @@ fleet manifest, the forwards themselves::
     port: 22
     user: tunnel
     identity_file: credential:tunnel-key     # $CREDENTIALS_DIRECTORY/tunnel-key (systemd LoadCredential=)
-    known_hosts: /etc/litellm-cloud/tunnel_known_hosts
+    known_hosts: credential:tunnel-known-hosts  # also a credential: a DynamicUser= service reads it there
     fleet: /etc/litellm-cloud/fleet.yaml     # forwards from the manifest ...
     forwards:                                # ... and/or listed here
       - {name: backend, remote_port: 8000, target: "127.0.0.1:8000"}
@@ -30,6 +30,7 @@ from ..fleet.manifest import Forward
 
 CREDENTIAL_PREFIX = "credential:"
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+LISTEN_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):\d{1,5}$"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +89,20 @@ class TunnelConfig:
     keepalive: Keepalive = field(default_factory=Keepalive)
     reconnect: Reconnect = field(default_factory=Reconnect)
     status_file: Path | None = None
+    # None: the keepalive deadline (interval x count); 0: off (the keepalive alone decides).
+    tcp_user_timeout: float | None = None
+    # (host, port) to serve Prometheus ``/metrics`` on; None: no HTTP listener.
+    metrics_listen: tuple[str, int] | None = None
 
     @property
     def host_label(self) -> str:
         """``host`` as known_hosts spells it: ``[host]:port`` unless the port is 22."""
         return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+    @property
+    def user_timeout(self) -> float:
+        """TCP_USER_TIMEOUT in seconds (0: not set)."""
+        return self.keepalive.deadline if self.tcp_user_timeout is None else self.tcp_user_timeout
 
     def command(self) -> str | None:
         """The command run once on connect (the cloud-side helper), or ``None`` for none."""
@@ -170,16 +180,29 @@ class _FileModel(pydantic.BaseModel):
     keepalive: _KeepaliveModel = _KeepaliveModel()
     reconnect: _ReconnectModel = _ReconnectModel()
     status_file: str | None = None
+    tcp_user_timeout: float | None = pydantic.Field(default=None, ge=0)
+    metrics_listen: str | None = pydantic.Field(default=None, pattern=LISTEN_PATTERN,
+                                                description="host:port, e.g. 127.0.0.1:9470")
     fleet: str | None = None
     forwards: list[_ForwardModel] = []
 
 
-def _resolve_path(raw: str, base: Path, env: Mapping[str, str]) -> Path:
+def parse_listen(text: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` as a (host, port) pair; a bad value is a ``ConfigError``."""
+    if not re.match(LISTEN_PATTERN, text):
+        raise ConfigError(f"metrics_listen {text!r}: want host:port, e.g. 127.0.0.1:9470")
+    host, _, port = text.rpartition(":")
+    if not 0 <= int(port) < 65536:
+        raise ConfigError(f"metrics_listen {text!r}: port must be 0-65535")
+    return host.strip("[]"), int(port)
+
+
+def _resolve_path(raw: str, base: Path, env: Mapping[str, str], what: str) -> Path:
     if raw.startswith(CREDENTIAL_PREFIX):
         creds = env.get("CREDENTIALS_DIRECTORY")
         if not creds:
             raise ConfigError(
-                f"identity_file {raw!r} names a systemd credential but CREDENTIALS_DIRECTORY is not set; "
+                f"{what} {raw!r} names a systemd credential but CREDENTIALS_DIRECTORY is not set; "
                 "run under systemd with LoadCredential= or give a file path"
             )
         return Path(creds) / raw[len(CREDENTIAL_PREFIX) :]
@@ -201,7 +224,7 @@ def load_config(
     if not _CLIENT_ID.match(model.client_id):
         raise ConfigError(f"{path}: client_id must match {_CLIENT_ID.pattern}")
     forwards = [f.to_forward() for f in model.forwards]
-    fleet_path = fleet or (_resolve_path(model.fleet, base, env) if model.fleet else None)
+    fleet_path = fleet or (_resolve_path(model.fleet, base, env, "fleet") if model.fleet else None)
     if fleet_path is not None:
         from ..fleet.manifest import load_manifest  # the lead's module; imported only when used
 
@@ -212,8 +235,8 @@ def load_config(
         host=model.host,
         port=model.port,
         user=model.user,
-        identity_file=_resolve_path(model.identity_file, base, env),
-        known_hosts=_resolve_path(model.known_hosts, base, env),
+        identity_file=_resolve_path(model.identity_file, base, env, "identity_file"),
+        known_hosts=_resolve_path(model.known_hosts, base, env, "known_hosts"),
         forwards=check_forwards(tuple(forwards)),
         bind_address=model.bind_address,
         client_id=model.client_id,
@@ -224,6 +247,8 @@ def load_config(
         ready_timeout=model.ready_timeout,
         keepalive=Keepalive(**model.keepalive.model_dump()),
         reconnect=Reconnect(**model.reconnect.model_dump()),
-        status_file=_resolve_path(model.status_file, base, env) if model.status_file else None,
+        status_file=_resolve_path(model.status_file, base, env, "status_file") if model.status_file else None,
+        tcp_user_timeout=model.tcp_user_timeout,
+        metrics_listen=parse_listen(model.metrics_listen) if model.metrics_listen else None,
     )
     return replace(config, **dict(overrides)) if overrides else config

@@ -55,26 +55,42 @@ def pinned_keys(known_hosts: Path, host_label: str) -> dict[str, paramiko.PKey]:
     found = keys.lookup(host_label)
     if not found:
         raise HostKeyUnknown(
-            f"host key for {host_label} is not in {known_hosts}; refusing to trust an unknown key. "
+            f"host key for {host_label} is not in {_fix_where(known_hosts)}; refusing to trust an unknown key. "
             f"Add it (ssh-keyscan, then compare the fingerprint with the cloud host's own)"
         )
     return {kind: found[kind] for kind in found}
+
+
+def _fix_where(path: Path) -> str:
+    """Which file to edit: a systemd credential is a read-only copy of the file ``LoadCredential=`` names."""
+    if path.is_relative_to("/run/credentials"):
+        return (f"{path} (a systemd credential: edit the file LoadCredential={path.name}: names in the unit, "
+                "then restart it)")
+    return str(path)
 
 
 def _fingerprint(key: paramiko.PKey) -> str:
     return str(key.fingerprint)
 
 
-def tune_ssh_socket(sock: socket.socket, *, keepalive_interval: float, keepalive_count: int) -> None:
-    """No Nagle on our side; kernel keepalives and a TCP_USER_TIMEOUT as a second net under ours."""
+def tune_ssh_socket(sock: socket.socket, *, keepalive_interval: float, keepalive_count: int,
+                    user_timeout: float | None = None) -> None:
+    """No Nagle on our side; kernel keepalives and a TCP_USER_TIMEOUT as a second net under ours.
+
+    ``user_timeout`` defaults to the keepalive deadline; 0 leaves TCP_USER_TIMEOUT unset (the kernel's
+    retransmission limits, ~15 min), so only our keepalive notices a dead link: what a test of that
+    keepalive needs.
+    """
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     idle = max(1, int(keepalive_interval))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, idle)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, max(1, keepalive_count))
-    # Unacknowledged data older than the keepalive deadline means the peer is gone.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(keepalive_interval * keepalive_count * 1000))
+    timeout = keepalive_interval * keepalive_count if user_timeout is None else user_timeout
+    if timeout > 0:
+        # Unacknowledged data older than the keepalive deadline means the peer is gone.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, max(1, int(timeout * 1000)))
 
 
 @dataclass
@@ -109,7 +125,8 @@ def connect_tcp(config: TunnelConfig) -> socket.socket:
         sock = socket.create_connection((config.host, config.port), timeout=config.connect_timeout)
     except OSError as exc:
         raise Unreachable(f"cannot connect to {config.host}:{config.port}: {exc.strerror or exc}") from exc
-    tune_ssh_socket(sock, keepalive_interval=config.keepalive.interval, keepalive_count=config.keepalive.count)
+    tune_ssh_socket(sock, keepalive_interval=config.keepalive.interval, keepalive_count=config.keepalive.count,
+                    user_timeout=config.user_timeout)
     return sock
 
 
@@ -142,7 +159,7 @@ def open_connection(config: TunnelConfig, identity: paramiko.PKey, sock: socket.
             if "host key" in str(exc).lower():
                 raise HostKeyChanged(
                     f"{config.host_label} offers no host key of the pinned type(s) {', '.join(pinned)} "
-                    f"from {config.known_hosts}: {exc}"
+                    f"from {_fix_where(config.known_hosts)}: {exc}"
                 ) from exc
             raise SessionLost(f"SSH handshake with {config.host_label} failed: {exc}") from exc
         except (OSError, EOFError) as exc:
@@ -153,7 +170,7 @@ def open_connection(config: TunnelConfig, identity: paramiko.PKey, sock: socket.
             pins = ", ".join(f"{k} {_fingerprint(v)}" for k, v in pinned.items())
             raise HostKeyChanged(
                 f"HOST KEY MISMATCH for {config.host_label}: the server presented {key.get_name()} "
-                f"{_fingerprint(key)} but {config.known_hosts} pins {pins}. Refusing to connect; if the "
+                f"{_fingerprint(key)} but {_fix_where(config.known_hosts)} pins {pins}. Refusing to connect; if the "
                 f"cloud host's key really changed, update the known_hosts file"
             )
         try:

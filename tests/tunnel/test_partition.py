@@ -1,8 +1,10 @@
 """A network partition, made with a network namespace: the sshd lives behind a veth pair, and iptables
 DROP rules inside the namespace cut the link silently (no RST, no FIN), as a real outage does.
 
-The tunnel must notice within keepalive interval x count, and come back once the link heals.
-Skipped, with the reason, where namespaces or iptables are not available.
+The tunnel must notice within keepalive interval x count, and come back once the link heals. The test
+turns TCP_USER_TIMEOUT off (``tcp_user_timeout: 0``; by default it equals interval x count and would end
+the connection at the same moment), so only the keepalive that wants a reply can notice in time, and
+the log must say it did. Skipped, with the reason, where namespaces or iptables are not available.
 """
 
 from __future__ import annotations
@@ -108,7 +110,8 @@ def test_partition_noticed_within_interval_x_count_and_recovered(netns: Netns, t
     target = IdentEcho("gpu-behind-partition")
     remote = free_ports(1)[0]  # free here; the namespace's loopback is empty anyway
     ssh = SshServer(tmp_path / "sshd", 2222, [remote], [key], host=netns.there, netns=netns.name).start()
-    tunnel = TunnelProcess(tmp_path, "part", ssh, key, [("gpu", remote, target.port)], keepalive=KEEPALIVE)
+    tunnel = TunnelProcess(tmp_path, "part", ssh, key, [("gpu", remote, target.port)], keepalive=KEEPALIVE,
+                           tcp_user_timeout=0)
     try:
         tunnel.start()
         tunnel.wait_up(15)
@@ -118,7 +121,11 @@ def test_partition_noticed_within_interval_x_count_and_recovered(netns: Netns, t
         t0 = time.monotonic()
         wait_until(lambda: tunnel.status()["state"] != "up", 6, "the tunnel noticing the partition", 0.02)
         noticed = time.monotonic() - t0
+        reason = tunnel.status()["last_error"] or ""
         deadline = KEEPALIVE["interval"] * KEEPALIVE["count"]
+        # The keepalive noticed it, not the transport dying under a TCP timeout ("connection ... lost").
+        assert "no keepalive reply" in reason, reason
+        assert f"no keepalive reply from [{netns.there}]:2222" in tunnel.proc.log_text()
         # + the loop's check interval and status-file polling, with room for a loaded machine.
         assert noticed <= deadline + 0.75, f"noticed after {noticed:.2f}s, deadline {deadline}s"
         time.sleep(2.0)  # stay partitioned a while: reconnects time out meanwhile

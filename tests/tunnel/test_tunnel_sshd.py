@@ -18,11 +18,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support import PYTHON, free_port, free_ports, port_open, wait_until
 
-from .harness import HttpTarget, IdentEcho, SshServer, TunnelProcess, keygen
+from .harness import FAST, HttpTarget, IdentEcho, SshServer, TunnelProcess, keygen
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists(),
                                 reason="needs root and OpenSSH sshd (apt-get install openssh-server)")
@@ -40,6 +41,7 @@ class Env:
     spare: list[int]  # permitted remote ports for tests that need their own forwards
     tunnel: TunnelProcess
     dead_target: int = 0
+    metrics_port: int = 0  # the main tunnel serves /metrics here (metrics_listen)
 
     def forwards(self) -> list[tuple[str, int, int]]:
         fwds = [(t.name, p, t.port) for t, p in zip(self.idents, self.ports, strict=False)]
@@ -56,8 +58,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     permitted = free_ports(16)
     ports, spare = permitted[:6], permitted[6:]
     ssh = SshServer(root / "sshd", free_port(), permitted, [key]).start()
-    environment = Env(root, ssh, key, other, idents, http, ports, spare, None, free_port())  # type: ignore[arg-type]
-    environment.tunnel = TunnelProcess(root, "main", ssh, key, environment.forwards()).start()
+    dead, metrics = free_ports(2)
+    environment = Env(root, ssh, key, other, idents, http, ports, spare, None, dead, metrics)  # type: ignore[arg-type]
+    environment.tunnel = TunnelProcess(root, "main", ssh, key, environment.forwards(),
+                                       metrics_listen=f"127.0.0.1:{metrics}").start()
     try:
         environment.tunnel.wait_up(15)
         yield environment
@@ -174,6 +178,38 @@ def test_status_command_shows_each_forward(env: Env) -> None:
     assert f'litellm_tunnel_forward_up{{forward="gpu-3",remote_port="{env.ports[3]}"}} 1' in prom.stdout
 
 
+def _scrape(env: Env) -> dict[str, float]:
+    reply = httpx.get(f"http://127.0.0.1:{env.metrics_port}/metrics", timeout=5)
+    assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for line in reply.text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def test_tunnel_process_serves_its_own_metrics_live(env: Env) -> None:
+    """metrics_listen: the running tunnel answers GET /metrics from its live state (no status file)."""
+    remote = env.ports[3]
+    lab = f'forward="gpu-3",remote_port="{remote}"'
+    before = _scrape(env)
+    assert before["litellm_tunnel_up"] == 1
+    assert before[f"litellm_tunnel_forward_up{{{lab}}}"] == 1
+    assert before["litellm_tunnel_reconnects_total"] == 0
+    ident_via(remote)  # the target says "gpu-3\n": 6 bytes from the target
+
+    def moved() -> bool:
+        now = _scrape(env)
+        return (now[f'litellm_tunnel_forward_bytes_total{{{lab},direction="from_target"}}']
+                - before[f'litellm_tunnel_forward_bytes_total{{{lab},direction="from_target"}}'] == 6
+                and now[f"litellm_tunnel_forward_connections_total{{{lab}}}"]
+                == before[f"litellm_tunnel_forward_connections_total{{{lab}}}"] + 1)
+
+    wait_until(moved, 2, "bytes and connection counted on /metrics", interval=0.02)
+    assert f"metrics: http://127.0.0.1:{env.metrics_port}/metrics" in env.tunnel.proc.log_text()
+
+
 def ssh_holder(env: Env, port: int, target: int) -> subprocess.Popen[bytes]:
     """OpenSSH's own client holding remote ``port`` (no command, so the helper does not run)."""
     kh = env.root / "holder_known_hosts"
@@ -241,12 +277,17 @@ def test_changed_host_key_is_refused_with_a_clear_message(env: Env) -> None:
     line = env.ssh.known_hosts_line.split()[0] + " " + " ".join(Path(f"{impostor}.pub").read_text().split()[:2])
     tunnel = TunnelProcess(env.root, "badhost", env.ssh, env.key, [("x", env.spare[4], env.idents[0].port)],
                            known_hosts=line + "\n")
+    accepted, preauth = env.ssh.log().count("Accepted publickey"), env.ssh.log().count("[preauth]")
     try:
         tunnel.start()
         error = _tunnel_error(tunnel, "HOST KEY MISMATCH")
         assert "SHA256:" in error and str(tunnel.root / "known_hosts") in error
         assert "will not fix itself" in tunnel.proc.log_text()
-        assert not port_open(env.spare[4])
+        # We hung up before authenticating: an impostor never sees our key signature, no session starts.
+        wait_until(lambda: env.ssh.log().count("[preauth]") > preauth, 5, "sshd logging the pre-auth hang-up")
+        assert env.ssh.log().count("Accepted publickey") == accepted, env.ssh.log()[-2000:]
+        st = tunnel.status()
+        assert st["connects"] == 0 and [f["state"] for f in st["forwards"]] == ["down"], st
     finally:
         tunnel.stop()
 
@@ -273,13 +314,22 @@ def test_wrong_client_key_is_refused_with_a_clear_message(env: Env) -> None:
 
 def test_strict_mode_gives_up_a_connection_with_a_refused_forward(env: Env) -> None:
     not_permitted = free_port()
+    # The second failed session waits >= 4 s (initial 5 s, jitter 20%): long enough to look at the ports.
+    slow = {**FAST["reconnect"], "initial": 5.0, "cap": 5.0, "stable_after": 60.0}
     tunnel = TunnelProcess(env.root, "strict", env.ssh, env.key,
                            [("ok", env.spare[5], env.idents[0].port), ("no", not_permitted, env.idents[1].port)],
-                           strict=True)
+                           strict=True, reconnect=slow)
     try:
         tunnel.start()
         assert "strict mode: forward no refused" in _tunnel_error(tunnel, "strict mode")
-        assert tunnel.status()["state"] in ("backoff", "connecting")
+        wait_until(lambda: tunnel.status()["connects"] >= 2 and tunnel.status()["state"] == "backoff", 10,
+                   "second strict failure, then backoff")
+        # Like ExitOnForwardFailure: the whole connection went, so the forward that was granted is gone too
+        # (sshd needs a moment to see our close; the backoff lasts >= 4 s, so a kept connection would fail).
+        t0 = time.monotonic()
+        wait_until(lambda: not port_open(env.spare[5]), 1.5, "the granted forward's port closed", 0.02)
+        assert tunnel.status()["state"] == "backoff" and time.monotonic() - t0 < 1.5
+        assert tunnel.status()["forwards"][0]["refusals"] == 0  # "ok" was granted each time, then dropped
     finally:
         tunnel.stop()
 
@@ -338,6 +388,7 @@ def test_sshd_killed_and_restarted_is_back_within_2s(env: Env) -> None:
     assert took < 2.0, took
     tunnel.wait_up(5)
     assert tunnel.status()["connects"] == before + 1
+    assert _scrape(env)["litellm_tunnel_reconnects_total"] == before  # the metrics server outlived the session
 
 
 def _ident_or_none(port: int) -> str | None:

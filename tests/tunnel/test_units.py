@@ -91,11 +91,24 @@ forwards:
     ("identity_file: k\nforwards: []", "no forwards"),
     ("identity_file: k\nforwards: [{name: a, remote_port: 1, target: 'nohost'}]", "forwards.0.target"),
     ("identity_file: k\nclient_id: 'a b'\nforwards: [{name: a, remote_port: 1, target: 'h:1'}]", "client_id"),
+    ("identity_file: k\nmetrics_listen: '9470'\nforwards: [{name: a, remote_port: 1, target: 'h:1'}]",
+     "metrics_listen"),
+    ("identity_file: k\ntcp_user_timeout: -1\nforwards: [{name: a, remote_port: 1, target: 'h:1'}]",
+     "tcp_user_timeout"),
 ])
 def test_config_mistakes_say_what_to_fix(tmp_path: Path, body: str, message: str) -> None:
     cfg = _write(tmp_path / "t.yaml", f"host: h\nuser: u\nknown_hosts: kh\n{body}\n")
     with pytest.raises(ConfigError, match=message):
         load_config(cfg, env={})
+
+
+def test_metrics_listen_and_tcp_user_timeout(tmp_path: Path) -> None:
+    base = "host: h\nuser: u\nknown_hosts: kh\nidentity_file: k\nforwards: [{name: a, remote_port: 1, target: 'h:1'}]\n"
+    config = load_config(_write(tmp_path / "a.yaml", base), env={})
+    assert config.metrics_listen is None and config.user_timeout == 45.0  # off; keepalive 15 s x 3
+    config = load_config(_write(tmp_path / "b.yaml", base + "metrics_listen: '[::1]:9470'\ntcp_user_timeout: 0\n"),
+                         env={})
+    assert config.metrics_listen == ("::1", 9470) and config.user_timeout == 0
 
 
 def test_known_hosts_pins_by_port_and_accepts_hashed_entries(tmp_path: Path) -> None:
@@ -173,6 +186,30 @@ def test_status_command_exit_codes(tmp_path: Path) -> None:
     write_status(path, {**snap, "pid": dead.pid})
     stale = _status_cli("--status-file", str(path), "--format", "json")
     assert stale.returncode == 3 and "status file is stale" in json.loads(stale.stdout)["last_error"]
+
+
+def test_status_command_uses_the_configs_status_file_and_reports_a_broken_config(tmp_path: Path) -> None:
+    custom = tmp_path / "custom-status.json"
+    write_status(custom, {**_status().snapshot(), "pid": os.getpid()})
+    # As in production: credential: paths, and an admin's shell has no CREDENTIALS_DIRECTORY.
+    good = _write(tmp_path / "tunnel.yaml", f"""
+host: h
+user: u
+identity_file: credential:tunnel-key
+known_hosts: credential:tunnel-known-hosts
+status_file: {custom}
+forwards: [{{name: backend, remote_port: 8000, target: "localhost:8000"}}, {{name: gpu-1, remote_port: 8080, target: "10.0.0.5:8080"}}]
+""")
+    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    shown = subprocess.run([PYTHON, "-m", "litellm_cloud.tunnel", "status", "--config", str(good)], env=env,
+                           check=False, capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 1 and "gpu-1: denied" in shown.stdout, shown.stderr
+    broken = _write(tmp_path / "broken.yaml", good.read_text() + "keepalive: {interval: soon}\n")
+    failed = _status_cli("--config", str(broken))
+    assert failed.returncode == 2, failed.stdout
+    assert "cannot load the tunnel config" in failed.stderr and "keepalive.interval" in failed.stderr
+    missing = _status_cli("--config", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2 and "nope.yaml" in missing.stderr
 
 
 def test_exported_names_are_complete_and_sorted() -> None:
