@@ -18,6 +18,7 @@ from ._errors import (
     ModelNotFound,
     ModelUnavailable,
     RateLimited,
+    TierNotConfigured,
 )
 from .identity import Identity, key_hash
 from .tiers import Tier, Tiers
@@ -37,6 +38,7 @@ __all__ = [
     "RateLimited",
     "Settings",
     "Tier",
+    "TierNotConfigured",
     "Tiers",
     "key_hash",
 ]

@@ -10,6 +10,7 @@ Every refusal a client can see is a ``GatewayError`` with a stable ``code`` and 
     ├── AccessError
     │   ├── ModelNotAllowed           403 model_not_allowed
     │   ├── RouteNotAllowed           403 route_not_allowed
+    │   ├── TierNotConfigured         403 tier_not_configured
     │   └── ModelNotFound             404 model_not_found
     ├── LimitError                    429, with retry_after
     │   ├── RateLimited               429 rate_limited
@@ -95,6 +96,13 @@ class ModelNotAllowed(AccessError):
 
 class RouteNotAllowed(AccessError):
     code = "route_not_allowed"
+    status = 403
+
+
+class TierNotConfigured(AccessError):
+    """The backend names a tier that tiers.yaml does not define: refused, never guessed (not retryable)."""
+
+    code = "tier_not_configured"
     status = 403
 
 

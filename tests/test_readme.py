@@ -22,9 +22,12 @@ def test_the_two_commands_exist_and_ci_runs_the_test_command() -> None:
 
 def _codes() -> set[str]:
     """Every stable error code a client can see from the proxy."""
-    import litellm_cloud.auth  # noqa: F401 - defines its own GatewayError subclasses
-    import litellm_cloud.limits  # noqa: F401
+    import importlib
+
     from litellm_cloud._errors import GatewayError
+
+    for part in ("auth", "limits", "fleet", "observability"):  # any subclass defined outside _errors too
+        importlib.import_module(f"litellm_cloud.{part}")
 
     found: set[str] = set()
     todo = [GatewayError]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from .._errors import AccessError, AuthTimeout, AuthUnavailable, GatewayError, InvalidApiKey
+from .._errors import AuthTimeout, AuthUnavailable, GatewayError, InvalidApiKey, TierNotConfigured
 from ..identity import Identity, key_hash
 from ..observability import Metrics
 from ..tiers import Tiers
@@ -20,13 +20,6 @@ from .cache import AuthCache
 from .keys import check_format, key_digest
 
 log = logging.getLogger("litellm_cloud.auth")
-
-
-class TierNotConfigured(AccessError):
-    """403 ``tier_not_configured``: the backend names a tier tiers.yaml does not define (not retryable)."""
-
-    code = "tier_not_configured"
-    status = 403
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,9 +15,10 @@ from litellm_cloud._errors import (
     ModelNotAllowed,
     ModelNotFound,
     RouteNotAllowed,
+    TierNotConfigured,
 )
 from litellm_cloud.auth import build_auth
-from litellm_cloud.auth.authenticator import Authenticator, TierNotConfigured, new_cache
+from litellm_cloud.auth.authenticator import Authenticator, new_cache
 from litellm_cloud.auth.backend import BackendVerdict
 from litellm_cloud.auth.gates import CUSTOMER_ROUTES, ModelGate, check_fields, check_route
 from litellm_cloud.auth.revocation import LocalRevocations, Selector
