@@ -8,6 +8,11 @@ loop calls ``overdue()`` and tears the connection down once no reply came for ``
 
 paramiko keeps one completion event per transport for global requests, so two in flight at once (a
 keepalive and a ``tcpip-forward``) would mix up their replies: ``GlobalRequests`` serialises them.
+A finished key exchange (a re-key, every 512 MB or when the server asks) sets that same event, and
+paramiko does not clear the previous reply first, so its ``global_request`` can return the *last*
+request's answer: a denied forward reported as granted or the reverse (reproduced against sshd with
+``RekeyLimit 1K 1s``). ``GlobalRequests`` marks "no reply yet" itself and keeps waiting through such a
+wake-up.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import paramiko
 log = logging.getLogger(__name__)
 
 KEEPALIVE_REQUEST = "keepalive@openssh.com"
+_NO_REPLY = object()  # in transport.global_response until the server's reply to our request arrives
 
 
 class GlobalRequests:
@@ -34,12 +40,35 @@ class GlobalRequests:
     def request(self, kind: str, data: tuple[object, ...] | None = None) -> paramiko.Message | None:
         """Send a global request and wait for its reply; ``None`` if denied (or the transport died)."""
         with self._lock:
-            return self.transport.global_request(kind, data, wait=True)
+            return self._request(kind, data)
+
+    def _request(self, kind: str, data: tuple[object, ...] | None) -> paramiko.Message | None:
+        t = self.transport
+        t.global_response = _NO_REPLY
+        reply = t.global_request(kind, data, wait=True)
+        while reply is _NO_REPLY and t.is_active():
+            # Woken by a key exchange finishing, not by our reply: wait for the reply itself. Our reply
+            # sets global_response before the event, so checking after clear() cannot miss it.
+            event = t.completion_event
+            event.clear()
+            if t.global_response is _NO_REPLY:
+                event.wait(0.1)
+            reply = t.global_response
+        return None if reply is _NO_REPLY else reply
 
     def forward(self, address: str, port: int, handler: Callable[..., None]) -> int:
-        """``tcpip-forward``; raises ``paramiko.SSHException`` when the server denies it."""
+        """``tcpip-forward``; raises ``paramiko.SSHException`` when the server denies it.
+
+        ``Transport.request_port_forward`` without its re-key race: the same request, then the same
+        handler registration on success.
+        """
         with self._lock:
-            return int(self.transport.request_port_forward(address, port, handler=handler))
+            if not self.transport.is_active():
+                raise paramiko.SSHException("SSH session not active")
+            if self._request("tcpip-forward", (address, int(port))) is None:
+                raise paramiko.SSHException("TCP forwarding request denied")
+            self.transport._tcp_handler = handler
+            return int(port)
 
 
 class Keepalive:

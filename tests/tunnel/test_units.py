@@ -7,8 +7,10 @@ import json
 import os
 import socket
 import subprocess
+import threading
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from litellm_cloud._errors import ConfigError
@@ -17,6 +19,7 @@ from litellm_cloud.tunnel.backoff import Backoff, exp_delay
 from litellm_cloud.tunnel.config import Reconnect
 from litellm_cloud.tunnel.connection import pinned_keys
 from litellm_cloud.tunnel.errors import HostKeyUnknown
+from litellm_cloud.tunnel.keepalive import GlobalRequests
 from litellm_cloud.tunnel.sdnotify import Notifier
 from litellm_cloud.tunnel.status import write_status
 from tests.support import PYTHON, REPO
@@ -219,3 +222,40 @@ def test_exported_names_are_complete_and_sorted() -> None:
     assert all(hasattr(tunnel, name) for name in tunnel.__all__)
     public = {n for n, v in vars(tunnel).items() if not n.startswith("_") and isinstance(v, type)}
     assert public <= set(tunnel.__all__)
+
+
+class _RekeyingTransport:
+    """paramiko's global-request bookkeeping, with a key exchange finishing before the server's reply:
+    the KEX sets ``completion_event`` and ``global_response`` still holds the previous answer."""
+
+    def __init__(self, stale: object, reply: object) -> None:
+        self.completion_event: threading.Event | None = None
+        self.global_response: object = stale
+        self._reply = reply
+        self._tcp_handler: object = None
+
+    def is_active(self) -> bool:
+        return True
+
+    def global_request(self, kind: str, data: object = None, wait: bool = True) -> object:
+        self.completion_event = event = threading.Event()
+        event.set()  # NEWKEYS processed: paramiko sets the same event
+
+        def answer() -> None:
+            self.global_response = self._reply
+            event.set()
+
+        threading.Timer(0.05, answer).start()
+        event.wait()
+        return self.global_response
+
+
+def test_global_requests_wait_through_a_rekey_for_their_own_reply() -> None:
+    granted = object()
+    denied = GlobalRequests(_RekeyingTransport(stale=granted, reply=None))  # type: ignore[arg-type]
+    with pytest.raises(paramiko.SSHException, match="denied"):
+        denied.forward("127.0.0.1", 8080, print)  # paramiko alone: the stale grant
+    assert denied.transport._tcp_handler is None
+    ok = GlobalRequests(_RekeyingTransport(stale=None, reply=granted))  # type: ignore[arg-type]
+    assert ok.forward("127.0.0.1", 8080, print) == 8080 and ok.transport._tcp_handler is print
+    assert GlobalRequests(_RekeyingTransport(stale=None, reply=granted)).request("x") is granted  # type: ignore[arg-type]
