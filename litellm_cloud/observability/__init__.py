@@ -8,13 +8,25 @@ docs/observability.md for the metrics, the trace fields and why the exporter is 
 
 from __future__ import annotations
 
-import litellm
+from typing import TYPE_CHECKING, Any
 
 from .._config import Settings
-from ._hook import ObservabilityHook
 from ._langfuse import LangfuseExporter
-from ._route import metrics_router
 from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from ._hook import ObservabilityHook
+
+# The LiteLLM hook (and litellm itself, ~150 MB and ~3.5 s to import) loads only when asked for: the
+# tunnel process serves these metrics too and never needs LiteLLM.
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ObservabilityHook":
+        from ._hook import ObservabilityHook
+
+        return ObservabilityHook
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_exporter(settings: Settings, metrics: Metrics) -> LangfuseExporter | None:
@@ -32,6 +44,11 @@ def build_exporter(settings: Settings, metrics: Metrics) -> LangfuseExporter | N
 
 def build_observability_hook(settings: Settings, metrics: Metrics) -> ObservabilityHook:
     """The LiteLLM hook that records metrics and traces for every request, with its ``/metrics`` router."""
+    import litellm
+
+    from ._hook import ObservabilityHook
+    from ._route import metrics_router
+
     fleet = settings.fleet
     # LiteLLM's PrometheusAuthMiddleware runs custom auth on every /metrics request before any route:
     # our auth refuses the metrics token there, and each scrape would count as a refused request. Our

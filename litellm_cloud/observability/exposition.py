@@ -3,7 +3,7 @@
 ``serve_metrics(render, host, port)`` answers ``GET /metrics`` with ``render()`` (Prometheus text) from
 a daemon thread; ``render`` is called per scrape, so it can read live state. The tunnel calls it as::
 
-    server = serve_metrics(lambda: render_prometheus(status.snapshot()).encode(), "127.0.0.1", 9464)
+    server = serve_metrics(lambda: render_prometheus(status.snapshot()).encode(), "127.0.0.1", 9470)
     ...
     server.close()
 
