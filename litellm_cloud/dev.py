@@ -108,9 +108,8 @@ def start_dev(
             children.append(backend.start())
             backend_url = f"http://127.0.0.1:{backend_port}"
 
-        options = RenderOptions(
-            endpoints={n: f"http://127.0.0.1:{p}/v1" for n, p in sim_ports.items()}, health_check_interval=0
-        )
+        # Router and health-check policy as in production (background checks: /health never fans out).
+        options = RenderOptions(endpoints={n: f"http://127.0.0.1:{p}/v1" for n, p in sim_ports.items()})
         config = work_dir / "config-dev.yaml"
         config.write_text(render_text(manifest, "local", options))
         master_key = env.get("LITELLM_MASTER_KEY") or "sk-dev-" + secrets.token_urlsafe(18)

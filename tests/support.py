@@ -12,6 +12,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 
 import httpx
@@ -94,6 +95,7 @@ class SimFleet:
 
         argv = sim_argv(manifest, "127.0.0.1", self.ports, self.admin_port)
         argv += list(extra_args)
+        self._initial: dict[str, dict[str, object]] = {}  # server -> faults at start, for reset()
         self.process = ManagedProcess(
             "sim", argv, log_dir=log_dir, ready=lambda: all(port_open(p) for p in self.ports.values())
         )
@@ -112,11 +114,17 @@ class SimFleet:
         r.raise_for_status()
 
     def reset(self) -> None:
-        for name in self.servers:
-            self.control(name, mode="ok", error_rate=0.0)
+        """Every server back to the behaviour it started with (mode, faults and speed)."""
+        for name, faults in self._initial.items():
+            self.control(name, **faults)
 
     def start(self) -> SimFleet:
+        from litellm_cloud.sim._gpu_config import Faults
+
         self.process.start()
+        servers = httpx.get(f"http://127.0.0.1:{self.admin_port}/servers", timeout=5).json()["servers"]
+        names = [f.name for f in fields(Faults)]
+        self._initial = {s["server"]: {k: s[k] for k in names} for s in servers}
         return self
 
     def stop(self) -> None:
