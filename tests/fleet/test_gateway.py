@@ -188,6 +188,41 @@ def test_a_hung_server_costs_its_timeout_at_most_once(gw: Gateway) -> None:
     assert all(t < TIMEOUT + 1.5 for t in slow), slow
 
 
+def test_a_hung_server_under_concurrent_load_costs_each_request_its_timeout_at_most_once(gw: Gateway) -> None:
+    """Requests already sent to the server when it hangs each pay its timeout once, then it is cooled down."""
+    # gpu-3 may still be cooling down from an earlier test: wait until it serves again.
+    deadline = time.monotonic() + 15
+    while gw.served_by(gw.post("/v1/chat/completions", chat("heartcode-default", max_tokens=1))) != "gpu-3":
+        assert time.monotonic() < deadline, "gpu-3 never served again"
+    gw.sim.control("gpu-3", mode="hang", reset_stats=True)
+    concurrency = 8
+
+    async def timed() -> list[tuple[float, httpx.Response | Exception]]:
+        sem = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(base_url=gw.base, headers=gw.headers, timeout=30) as client:
+
+            async def one() -> tuple[float, httpx.Response | Exception]:
+                async with sem:
+                    started = time.monotonic()
+                    try:
+                        r: httpx.Response | Exception = await client.post(
+                            "/v1/chat/completions", json=chat("heartcode-default", max_tokens=4)
+                        )
+                    except httpx.HTTPError as exc:
+                        r = exc
+                    return time.monotonic() - started, r
+
+            return list(await asyncio.gather(*(one() for _ in range(60))))
+
+    results = asyncio.run(timed())
+    assert _failures([r for _, r in results]) == []
+    slow = sorted(took for took, _ in results if took > TIMEOUT / 2)
+    assert len(slow) <= concurrency, slow  # only those in flight before the first timeout
+    assert all(t < TIMEOUT + 1.5 for t in slow), slow  # never a second timeout for one request
+    stats = httpx.get(gw.sim.url("gpu-3") + "/sim/stats", timeout=5).json()
+    assert 1 <= sum(stats["requests"].get("chat", {}).values()) <= concurrency, stats  # it was tried, then not
+
+
 def test_a_busy_server_is_retried_elsewhere_and_not_cooled_down(gw: Gateway) -> None:
     gw.sim.control("gpu-4", mode="busy", reset_stats=True)
     results = asyncio.run(_load(gw, 80, 4))
