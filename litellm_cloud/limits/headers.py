@@ -5,6 +5,10 @@ time until the oldest counted request (token entry) leaves the window, i.e. when
 grows, which is what a client waiting at ``remaining: 0`` needs. ``x-ratelimit-*-tokens-day`` describe
 the UTC day's quota; its reset is the time to 00:00 UTC. Durations are written the way OpenAI writes
 them: ``20ms``, ``6s``, ``1m0s``, ``5h3m2s``.
+
+When the counters are unknown (the storage is down and the policy is ``closed``, or a request too large
+for the tier was refused without asking the storage), ``limit_headers`` gives what the tier alone says:
+the three limits and the time to the daily reset, no ``remaining`` and no minute resets.
 """
 
 from __future__ import annotations
@@ -47,4 +51,14 @@ def rate_limit_headers(limits: Limits, usage: Usage) -> dict[str, str]:
         "x-ratelimit-limit-tokens-day": str(limits.daily_tokens),
         "x-ratelimit-remaining-tokens-day": str(max(0, limits.daily_tokens - usage.day_tokens)),
         "x-ratelimit-reset-tokens-day": duration(DAY_MS - now % DAY_MS),
+    }
+
+
+def limit_headers(limits: Limits, now_ms: int) -> dict[str, str]:
+    """The headers known without counters: the limits, and the daily reset (a matter of the clock)."""
+    return {
+        "x-ratelimit-limit-requests": str(limits.rpm),
+        "x-ratelimit-limit-tokens": str(limits.tpm),
+        "x-ratelimit-limit-tokens-day": str(limits.daily_tokens),
+        "x-ratelimit-reset-tokens-day": duration(DAY_MS - now_ms % DAY_MS),
     }

@@ -34,7 +34,7 @@ from ..observability import Metrics
 from ..tiers import Tier, Tiers
 from ._types import Limits, Usage
 from .estimate import estimate_cost, prompt_tokens, text_tokens
-from .headers import rate_limit_headers
+from .headers import limit_headers, rate_limit_headers
 from .limiter import Limiter, Ticket
 
 log = logging.getLogger("litellm_cloud.limits")
@@ -97,12 +97,18 @@ def _response_text(response: Any) -> str:
 
 
 class StreamMeter:
-    """Counts a stream: the upstream's usage chunk when one comes, else one token per content chunk."""
+    """Counts a stream: the upstream's usage chunk when one comes, else the prompt plus one token a chunk.
+
+    A stream cut short (upstream error, cancellation, client gone) before its first content chunk and
+    without a usage chunk produced nothing anyone can see: it is charged 0, like a failed call. Once
+    content was sent, the prompt was processed and the chunks delivered: both are charged.
+    """
 
     def __init__(self, prompt: int) -> None:
         self.prompt = prompt
         self.chunks = 0
         self.reported: int | None = None
+        self.finished = False  # the upstream's stream ended normally
 
     def observe(self, chunk: Any) -> None:
         reported = usage_tokens(chunk)
@@ -115,7 +121,11 @@ class StreamMeter:
 
     @property
     def tokens(self) -> int:
-        return self.reported if self.reported is not None else self.prompt + self.chunks
+        if self.reported is not None:
+            return self.reported
+        if self.chunks == 0 and not self.finished:
+            return 0
+        return self.prompt + self.chunks
 
 
 class LimitsHook(CustomLogger):
@@ -225,8 +235,10 @@ class LimitsHook(CustomLogger):
             async for chunk in response:
                 meter.observe(chunk)
                 yield chunk
+            meter.finished = True
         finally:
-            # The end of the stream, or an upstream error: charge what was streamed. Shielded so a
+            # The end of the stream, or an upstream error: charge what was streamed (nothing, if nothing
+            # was; see ``StreamMeter``). Shielded so a
             # cancellation cannot lose the settlement. (When the client leaves, LiteLLM closes only its
             # outermost generator; this one is closed when garbage-collected, so the disconnect is
             # settled earlier, by ``async_log_success_event``.)
@@ -277,7 +289,9 @@ class LimitsHook(CustomLogger):
         rec.headers_done = True
         self._done(rid, rec)
         usage = rec.ticket.usage if rec.ticket is not None else rec.usage
-        return rate_limit_headers(rec.limits, usage) if usage is not None else None
+        if usage is None:  # refused without counters (storage down, fail closed; request too large)
+            return limit_headers(rec.limits, self.limiter.now_ms())
+        return rate_limit_headers(rec.limits, usage)
 
 
 def _ask_for_stream_usage(data: dict[str, Any]) -> None:

@@ -131,7 +131,7 @@ class Limiter:
         try:
             result = await storage.admit(subject, limits, cost, ticket_id, now, now + self.lease_ttl_ms, day)
         except StorageError as exc:
-            self._storage_failed(now, exc)
+            self._storage_failed(exc)
             if self.fallback is None:
                 return Decision(limits, error=self._unavailable())
             self._metrics.limiter_storage_fallback("open")
@@ -189,7 +189,7 @@ class Limiter:
             )
         except StorageError as exc:
             # The reservation stays charged and the lease expires on its own: never worse than the estimate.
-            self._storage_failed(now, exc)
+            self._storage_failed(exc)
             return None
         ticket.usage = usage
         return usage
@@ -224,7 +224,7 @@ class Limiter:
                     tickets[0].subject, [t.id for t in tickets], now, now + self.lease_ttl_ms
                 )
             except StorageError as exc:
-                self._storage_failed(self.now_ms(), exc)
+                self._storage_failed(exc)
 
     def ensure_heartbeat(self) -> None:
         """Renew leases every third of their TTL from this event loop (started on first use)."""
@@ -251,7 +251,7 @@ class Limiter:
         try:
             usage = await storage.peek(subject, now, self.day_of(now))
         except StorageError as exc:
-            self._storage_failed(now, exc)
+            self._storage_failed(exc)
             if self.fallback is None:
                 raise self._unavailable() from exc
             return await self.fallback.peek(subject, now, self.day_of(now))
@@ -277,9 +277,18 @@ class Limiter:
     # --- storage health ----------------------------------------------------------------------------
 
     def _storage(self, now: int) -> Storage | None:
-        """The storage to use now: during the pause after a failure, the fallback (open) or none (closed)."""
-        if self._breaker.down and now < self._breaker.down_until_ms:
+        """The storage to use now: during the pause after a failure, the fallback (open) or none (closed).
+
+        Once the pause is over, the caller that sees it first probes the storage, and the pause is
+        extended for everyone else meanwhile: a hung storage answers a probe only after its socket
+        timeout, and without this every request arriving during that timeout would wait for it too.
+        """
+        b = self._breaker
+        if not b.down:
+            return self.storage
+        if now < b.down_until_ms:
             return self.fallback
+        b.down_until_ms = now + self._retry_after_ms
         return self.storage
 
     def _unavailable(self) -> LimiterUnavailable:
@@ -288,10 +297,12 @@ class Limiter:
             "The rate limiter is unavailable; retry shortly.", retry_after=seconds(self._retry_after_ms)
         )
 
-    def _storage_failed(self, now: int, exc: StorageError) -> None:
+    def _storage_failed(self, exc: StorageError) -> None:
+        # The pause counts from the failure, not from the call: a hung storage fails only after its
+        # socket timeout (2 s), longer than the pause itself.
         b = self._breaker
         b.failures += 1
-        b.down_until_ms = now + self._retry_after_ms
+        b.down_until_ms = self.now_ms() + self._retry_after_ms
         if not b.down:
             b.down = True
             log.error("limits storage failed (%s); policy on_storage_error=%s", exc, self.on_storage_error)

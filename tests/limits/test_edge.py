@@ -3,6 +3,7 @@ bookkeeping across LiteLLM's hook order (no double release, no leaked records)."
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -119,6 +120,65 @@ async def test_streams_settle_when_the_client_leaves() -> None:
     await stream.aclose()  # what Starlette does when the client disconnects
     assert hook.limiter.in_flight == 0 and not hook._records
     assert (await hook.limiter.usage("acct:u1")).tokens == 6 + 10  # prompt estimate + chunks sent
+
+
+async def _stream_until_it_fails(chunks: int, *, cancel: bool = False) -> tuple[LimitsHook, int]:
+    """A stream whose upstream fails (or hangs and is cancelled) after ``chunks`` content chunks."""
+    hook, key = _hook(FakeClock()), _key()
+    data = {**_data(), "stream": True, "max_tokens": 500}
+    await hook.async_pre_call_hook(key, None, data, "acompletion")
+    await hook.async_post_call_response_headers_hook(data, key, object())
+
+    async def upstream() -> Any:
+        for _ in range(chunks):
+            yield {"choices": [{"delta": {"content": "w"}}]}
+        if cancel:
+            await asyncio.Event().wait()
+        raise RuntimeError("upstream went away")
+
+    async def consume() -> int:
+        got = 0
+        async for _ in hook.async_post_call_streaming_iterator_hook(key, upstream(), data):
+            got += 1
+        return got
+
+    task = asyncio.ensure_future(consume())
+    if cancel:
+        await asyncio.sleep(0.01)
+        task.cancel()
+    with pytest.raises(asyncio.CancelledError if cancel else RuntimeError):
+        await task
+    return hook, (await hook.limiter.usage("acct:u1")).tokens
+
+
+@pytest.mark.parametrize("cancel", [False, True])
+async def test_a_stream_cut_short_pays_only_for_what_it_produced(cancel: bool) -> None:
+    # Nothing produced: nothing charged (not the 506-token reservation, not the prompt estimate).
+    hook, tokens = await _stream_until_it_fails(0, cancel=cancel)
+    assert tokens == 0 and hook.limiter.in_flight == 0 and not hook._records
+    # Three chunks sent: the prompt was processed and three tokens delivered.
+    hook, tokens = await _stream_until_it_fails(3, cancel=cancel)
+    assert tokens == 6 + 3 and hook.limiter.in_flight == 0 and not hook._records
+
+
+async def test_refusals_without_counters_still_carry_the_tier_limits() -> None:
+    # The storage down (fail closed) and a request too large for the tier: no usage, the limits only.
+    from litellm_cloud.limits.storage.redis import RedisStorage
+    from tests.support import free_port
+
+    hook, key = _hook(FakeClock()), _key()
+    hook.limiter.storage = RedisStorage.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    for data, code in ((_data(), "limiter_unavailable"),
+                       ({**_data(), "messages": [{"role": "user", "content": "x" * 5000}]}, "rate_limited")):  # fmt: skip
+        with pytest.raises(GatewayProxyException) as info:
+            await hook.async_pre_call_hook(key, None, data, "acompletion")
+        assert info.value.gateway_error.code == code
+        await hook.async_post_call_failure_hook(data, info.value, key)
+        headers = await hook.async_post_call_response_headers_hook(data, key, None)
+        assert headers == {"x-ratelimit-limit-requests": "10", "x-ratelimit-limit-tokens": "1000",
+                           "x-ratelimit-limit-tokens-day": "10000", "x-ratelimit-reset-tokens-day": "16h0m0s"}  # fmt: skip
+    assert not hook._records
+    await hook.limiter.aclose()
 
 
 async def test_key_scope_counts_each_key_alone() -> None:

@@ -73,6 +73,14 @@ def code_of(r: httpx.Response) -> str:
     return "ok" if r.status_code == 200 else str(r.json()["error"]["code"])
 
 
+def day_headers(r: httpx.Response, limit: int) -> int:
+    """Check the daily quota's three headers; the remaining tokens of the day."""
+    assert r.headers["x-ratelimit-limit-tokens-day"] == str(limit)
+    reset = r.headers["x-ratelimit-reset-tokens-day"]
+    assert reset.endswith("s") and ("h" in reset or "m" in reset or reset[:-1].isdigit()), reset
+    return int(r.headers["x-ratelimit-remaining-tokens-day"])
+
+
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     log_dir = tmp_path_factory.mktemp("limits-proxy")
@@ -167,6 +175,8 @@ def test_tpm_and_daily_quota_hold_across_both_proxies_and_survive_a_restart(gate
         codes.append(code_of(r))
         if r.status_code == 200:
             charged.append(r.json()["usage"]["total_tokens"])
+            # A non-streaming 200 reports the day after its settlement: exact, as requests are sequential.
+            assert day_headers(r, 1_000_000) == 1_000_000 - sum(charged)
         else:
             assert "tokens per minute" in r.json()["error"]["message"]
     admitted = codes.count("ok")
@@ -206,6 +216,8 @@ def test_streamed_usage_is_counted_and_unrequested_usage_is_not_leaked(gateway: 
     body = chat("hello there", max_tokens=30, stream=True)
     with httpx.stream("POST", gateway.a + "/v1/chat/completions", json=body, headers=headers, timeout=30) as r:
         assert r.status_code == 200 and r.headers["x-ratelimit-limit-tokens"] == "100000"
+        # A stream reports the day at admission: what was used before, and its reservation (~30 tokens).
+        assert 1_000_000 - start - 60 <= day_headers(r, 1_000_000) < 1_000_000 - start
         plain = _sse([line for line in r.iter_lines() if line])
     assert not any(chunk.get("usage") for chunk in plain)  # the client did not ask for it
     middle = gateway.usage(gateway.b, key)["day"]["tokens"]["used"]
@@ -226,7 +238,9 @@ def test_embeddings_count_their_input_tokens(gateway: Gateway) -> None:
     body = {"model": "heartcode-embed", "input": ["a few words to embed", "and a few more of them"]}
     r = gateway.post(gateway.a, key, body, path="/v1/embeddings")
     assert r.status_code == 200 and r.headers["x-ratelimit-limit-requests"] == "1000"
-    assert gateway.usage(gateway.b, key)["day"]["tokens"]["used"] - start == r.json()["usage"]["prompt_tokens"] > 0
+    used = gateway.usage(gateway.b, key)["day"]["tokens"]["used"]
+    assert used - start == r.json()["usage"]["prompt_tokens"] > 0
+    assert day_headers(r, 1_000_000) == 1_000_000 - used
 
 
 def test_client_that_disconnects_mid_stream_pays_for_what_it_got(gateway: Gateway) -> None:
@@ -273,6 +287,16 @@ def test_third_parallel_request_of_a_free_account_is_refused(gateway: Gateway) -
     assert code_of(gateway.post(gateway.b, key, chat("hi", max_tokens=2))) == "ok"
 
 
+def test_request_too_large_is_refused_with_the_tier_limits(gateway: Gateway) -> None:
+    r = gateway.post(gateway.b, KEY["u-free-par"], chat("many words " * 500))  # ~1,400 tokens > 1,000
+    assert code_of(r) == "rate_limited" and "too large" in r.json()["error"]["message"]
+    assert r.headers["retry-after"] == "60"
+    # Refused without reading the counters: the limits and the day's reset, no made-up remaining.
+    assert r.headers["x-ratelimit-limit-requests"] == "10" and r.headers["x-ratelimit-limit-tokens"] == "1000"
+    assert r.headers["x-ratelimit-limit-tokens-day"] == "10000" and r.headers["x-ratelimit-reset-tokens-day"]
+    assert not any(h.startswith("x-ratelimit-remaining") for h in r.headers)
+
+
 def test_usage_route_answers_customer_keys_only(gateway: Gateway) -> None:
     body = gateway.usage(gateway.b, KEY["u-burst"])
     assert body["tier"] == "burst" and body["scope"] == "account"
@@ -290,6 +314,8 @@ def test_redis_killed_mid_test_gives_the_configured_behaviour(gateway: Gateway) 
     gateway.redis.kill()
     closed = gateway.post(gateway.a, key, chat(max_tokens=2))
     assert closed.status_code == 503 and code_of(closed) == "limiter_unavailable" and closed.headers["retry-after"]
+    assert closed.headers["x-ratelimit-limit-requests"] == "3" and closed.headers["x-ratelimit-limit-tokens-day"]
+    assert not any(h.startswith("x-ratelimit-remaining") for h in closed.headers)  # the counters are unknown
     # Open: this process's own counters (it has seen none of this account's requests: 3 more pass).
     opened = [code_of(gateway.post(gateway.b, key, chat(max_tokens=2))) for _ in range(4)]
     assert opened == ["ok", "ok", "ok", "rate_limited"]
