@@ -17,12 +17,18 @@ from pathlib import Path
 from typing import Self
 
 _PR_SET_PDEATHSIG = 1
-_prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the forked child only calls it
+# Resolved here, so the forked child only calls it; None off Linux (no parent-death signal there).
+_prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
 
 
 def _term_on_parent_death() -> None:
     """In the forked child: ask the kernel for SIGTERM when the parent goes."""
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+class StartCancelled(Exception):
+    """``ManagedProcess.start`` gave up because its ``cancel`` callable said so."""
 
 
 class ManagedProcess:
@@ -56,7 +62,9 @@ class ManagedProcess:
         self.die_with_parent = die_with_parent
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Self:
+    def start(self, cancel: Callable[[], bool] | None = None) -> Self:
+        """Start the child and wait until it is ready; on any failure (or ``cancel()`` turning true
+        while waiting) the child is stopped before the error is raised, so nothing is left behind."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
@@ -70,15 +78,21 @@ class ManagedProcess:
             preexec_fn=_term_on_parent_death if self.die_with_parent else None,  # noqa: PLW1509
         )
         log.close()
-        if self.ready is not None:
-            deadline = time.monotonic() + self.ready_timeout
+        if self.ready is None:
+            return self
+        deadline = time.monotonic() + self.ready_timeout
+        try:
             while not self.ready():
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+                if cancel is not None and cancel():
+                    raise StartCancelled(f"{self.name}: start cancelled")
                 if time.monotonic() > deadline:
-                    self.stop()
                     raise TimeoutError(f"{self.name} not ready in {self.ready_timeout}s:\n{self.log_tail()}")
                 time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     @property

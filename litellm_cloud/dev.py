@@ -16,14 +16,14 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import yaml
 
-from ._procs import ManagedProcess
+from ._procs import ManagedProcess, StartCancelled
 from .fleet import Manifest, RenderOptions, load_manifest, render_text
 from .proxy import proxy_argv, proxy_env
 
@@ -80,9 +80,14 @@ class DevGateway:
 
 
 def start_dev(
-    *, home: Path, port: int, host: str, keys_file: Path, env: Mapping[str, str], work_dir: Path
+    *, home: Path, port: int, host: str, keys_file: Path, env: Mapping[str, str], work_dir: Path,
+    cancel: Callable[[], bool] | None = None,
 ) -> DevGateway:
-    """Start simulator, development backend (unless ``HEARTCODE_BACKEND_URL`` is set) and proxy."""
+    """Start simulator, development backend (unless ``HEARTCODE_BACKEND_URL`` is set) and proxy.
+
+    ``cancel()`` turning true while a child gets ready raises ``StartCancelled``; whatever was started
+    is stopped first.
+    """  # fmt: skip
     manifest = load_manifest(home / "fleet.yaml")
     names = [server.name for _, server in manifest.servers()]
     ports = _free_ports(len(names) + 2, "127.0.0.1")
@@ -93,7 +98,7 @@ def start_dev(
             "sim", sim_argv(manifest, "127.0.0.1", sim_ports, ports[0]), log_dir=work_dir, cwd=home, die_with_parent=True,
             ready=lambda: all(_port_open("127.0.0.1", p) for p in sim_ports.values()), ready_timeout=30,
         )  # fmt: skip
-        children.append(sim.start())
+        children.append(sim.start(cancel))
 
         backend_url = env.get("HEARTCODE_BACKEND_URL", "")
         if not backend_url:
@@ -105,7 +110,7 @@ def start_dev(
                 log_dir=work_dir, cwd=home, die_with_parent=True,
                 ready=lambda: _port_open("127.0.0.1", backend_port), ready_timeout=30,
             )  # fmt: skip
-            children.append(backend.start())
+            children.append(backend.start(cancel))
             backend_url = f"http://127.0.0.1:{backend_port}"
 
         # Router and health-check policy as in production (background checks: /health never fans out).
@@ -119,13 +124,13 @@ def start_dev(
             "proxy", proxy_argv(config, host=host, port=port), log_dir=work_dir, env=proxy_environment, cwd=home,
             die_with_parent=True, ready=lambda: _http_ok(f"{base}/health/liveliness"), ready_timeout=120,
         )  # fmt: skip
-        children.append(proxy.start())
+        children.append(proxy.start(cancel))
     except BaseException:
         for child in reversed(children):
             child.stop()
         raise
     # With a real backend the development keys mean nothing: do not advertise them.
-    shown_keys = None if env.get("HEARTCODE_BACKEND_URL") else keys_file
+    shown_keys = None if "backend" not in {c.name for c in children} else keys_file
     return DevGateway(url=base, master_key=master_key, keys_file=shown_keys, children=children)
 
 
@@ -166,25 +171,14 @@ def banner(gw: DevGateway) -> str:
     return "\n".join(lines)
 
 
-class _Interrupted(Exception):
-    """A stop signal arrived while the gateway was still starting."""
-
-
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal closed
 
 
 def _handler(args: argparse.Namespace) -> int:
     home = Path.cwd()
     stop = threading.Event()
-    starting = True
-
-    def on_signal(*_: object) -> None:
-        stop.set()
-        if starting:  # start_dev stops what it started when interrupted
-            raise _Interrupted
-
-    for sig in _STOP_SIGNALS:  # SIGHUP: the terminal closed
-        signal.signal(sig, on_signal)
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, lambda *_: stop.set())  # only a flag: start-up and the loop below look at it
     if not args.keys.is_file() and not os.environ.get("HEARTCODE_BACKEND_URL"):
         print(f"litellm-cloud dev: keys file {args.keys} not found (--keys FILE)", file=sys.stderr)
         return 2
@@ -192,12 +186,12 @@ def _handler(args: argparse.Namespace) -> int:
         work_dir = Path(tmp)
         try:
             gw = start_dev(
-                home=home, port=args.port, host=args.host, keys_file=args.keys, env=os.environ, work_dir=work_dir
-            )
-        except _Interrupted:
+                home=home, port=args.port, host=args.host, keys_file=args.keys, env=os.environ, work_dir=work_dir,
+                cancel=stop.is_set,
+            )  # fmt: skip
+        except StartCancelled:
             print("stopped while starting", file=sys.stderr)
             return 130
-        starting = False
         try:
             print(banner(gw), flush=True)
             print(f"(logs in {work_dir})", flush=True)

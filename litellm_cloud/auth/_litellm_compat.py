@@ -8,7 +8,7 @@ error, but LiteLLM only accepts an ``HTTPException`` as a replacement and then r
 ``install()`` wraps ``litellm.proxy.auth.auth_exception_handler._as_proxy_exception`` (measured on
 LiteLLM 1.103.7; called by name, so rebinding the module attribute takes effect) so that our own
 ``GatewayProxyException`` passes through unchanged; every other exception is converted as before.
-If a LiteLLM upgrade removes that function, ``install()`` logs a warning and changes nothing: those
+If a LiteLLM upgrade removes that function or stops calling it by name, ``install()`` logs an error and changes nothing: those
 refusals then answer code ``"400"`` (tests/auth/test_proxy_auth.py fails and says so).
 """
 
@@ -32,10 +32,13 @@ def install() -> bool:
     except ImportError:  # pragma: no cover - LiteLLM without its proxy extras
         return False
     original: Callable[[Exception], Any] | None = getattr(handler, "_as_proxy_exception", None)
-    if original is None or not callable(original):
-        log.warning(
-            "LiteLLM has no auth_exception_handler._as_proxy_exception: refusals of api_base/user_config "
-            "will answer code '400' instead of 'invalid_request'"
+    caller = getattr(getattr(handler, "UserAPIKeyAuthExceptionHandler", None), "_handle_authentication_error", None)
+    # Rebinding the module attribute only works while the caller looks the function up by that name.
+    looked_up = "_as_proxy_exception" in getattr(getattr(caller, "__code__", None), "co_names", ())
+    if original is None or not callable(original) or not looked_up:
+        log.error(
+            "LiteLLM's auth error path changed (auth_exception_handler._as_proxy_exception): refusals of "
+            "api_base/user_config will answer code '400' instead of 'invalid_request'"
         )
         return False
     if getattr(original, _MARK, False):

@@ -132,7 +132,9 @@ class AccessHook(CustomLogger):
             if isinstance(detail, dict) and detail.get("error") == "invalid_request":
                 param = str(detail.get("param") or "")
                 field = param if _FIELD_NAME.fullmatch(param) else "a field"
-                return to_replacement_exception(BadRequest(f"The request field '{field}' may not be a URL."))
+                if str(detail.get("message", "")).startswith("URL-valued"):
+                    return to_replacement_exception(BadRequest(f"The request field '{field}' may not be a URL."))
+                return to_replacement_exception(BadRequest(f"The request field '{field}' is not accepted."))
         return None
 
 

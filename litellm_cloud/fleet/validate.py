@@ -20,6 +20,20 @@ def _positive_int(data: Mapping[str, Any], name: str) -> None:
         raise BadRequest(f"'{name}' must be a positive integer.")
 
 
+def _content(content: Any, i: int) -> None:
+    # LiteLLM's own message handling raises on odd parts (a None in a list), which it then reports as
+    # a connection error: a fleet outage to the client. Parts must be objects with a string type.
+    if content is None or isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise BadRequest(f"'messages[{i}].content' must be a string, an array of content parts or null.")
+    for part in content:
+        if not isinstance(part, Mapping) or not isinstance(part.get("type"), str):
+            raise BadRequest(f"'messages[{i}].content' parts must be objects with a string 'type'.")
+        if part["type"] == "text" and not isinstance(part.get("text"), str):
+            raise BadRequest(f"'messages[{i}].content' text parts need a string 'text'.")
+
+
 def validate_request(call_type: str, data: Mapping[str, Any]) -> None:
     """Raise ``BadRequest`` when ``data`` cannot be a valid ``call_type`` request."""
     if not isinstance(data.get("model"), str) or not data["model"]:
@@ -31,6 +45,7 @@ def validate_request(call_type: str, data: Mapping[str, Any]) -> None:
         for i, message in enumerate(messages):
             if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
                 raise BadRequest(f"'messages[{i}]' must be an object with a string 'role'.")
+            _content(message.get("content"), i)
         _positive_int(data, "max_tokens")
         _positive_int(data, "max_completion_tokens")
         if "stream" in data and not isinstance(data["stream"], bool):

@@ -96,6 +96,10 @@ def _response_text(response: Any) -> str:
     return "".join(parts)
 
 
+# Delta fields that carry generated tokens (reasoning models stream reasoning_content first).
+_PRODUCED_FIELDS = ("content", "tool_calls", "reasoning_content", "function_call")
+
+
 class StreamMeter:
     """Counts a stream: the upstream's usage chunk when one comes, else the prompt plus one token a chunk.
 
@@ -116,7 +120,7 @@ class StreamMeter:
             self.reported = reported
         for choice in _get(chunk, "choices") or []:
             delta = _get(choice, "delta")
-            if delta is not None and (_get(delta, "content") or _get(delta, "tool_calls")):
+            if delta is not None and any(_get(delta, f) for f in _PRODUCED_FIELDS):
                 self.chunks += 1
 
     @property

@@ -37,6 +37,9 @@ from .storage.memory import MemoryStorage
 log = logging.getLogger("litellm_cloud.limits")
 
 Clock = Callable[[], float]  # seconds since the epoch (UTC)
+# Longest a storage probe may take before the next request probes again: above the Redis storage's
+# socket timeout with its retry (2 s), so a hung Redis sees one probe at a time.
+PROBE_WINDOW_MS = 10_000
 
 
 @dataclass(eq=False)
@@ -288,7 +291,9 @@ class Limiter:
             return self.storage
         if now < b.down_until_ms:
             return self.fallback
-        b.down_until_ms = now + self._retry_after_ms
+        # The probe's own outcome ends this (failure: a new pause; success: closed); the bound only
+        # matters if the probe never reports (its request was cancelled).
+        b.down_until_ms = now + PROBE_WINDOW_MS
         return self.storage
 
     def _unavailable(self) -> LimiterUnavailable:

@@ -100,9 +100,7 @@ def _serve_metrics(config: TunnelConfig, status: TunnelStatus, log: logging.Logg
     if config.metrics_listen is None:
         return None
     host, port = config.metrics_listen
-    # Imported only when asked for: the observability package imports litellm (~4 s, ~100 MB), which the
-    # tunnel otherwise never needs; every restart of the unit would pay for it.
-    from ..observability.exposition import serve_metrics
+    from ..observability.exposition import serve_metrics  # only when asked for (prometheus_client)
 
     try:
         server = serve_metrics(lambda: render_prometheus(status.snapshot()).encode(), host, port)

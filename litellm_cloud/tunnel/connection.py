@@ -74,12 +74,12 @@ def _fingerprint(key: paramiko.PKey) -> str:
 
 
 def tune_ssh_socket(sock: socket.socket, *, keepalive_interval: float, keepalive_count: int,
-                    user_timeout: float | None = None) -> None:
+                    user_timeout: float) -> None:
     """No Nagle on our side; kernel keepalives and a TCP_USER_TIMEOUT as a second net under ours.
 
-    ``user_timeout`` defaults to the keepalive deadline; 0 leaves TCP_USER_TIMEOUT unset (the kernel's
-    retransmission limits, ~15 min), so only our keepalive notices a dead link: what a test of that
-    keepalive needs.
+    ``user_timeout`` is ``TunnelConfig.user_timeout`` (the keepalive deadline unless configured); 0
+    leaves TCP_USER_TIMEOUT unset (the kernel's retransmission limits, ~15 min), so only our keepalive
+    notices a dead link: what a test of that keepalive needs.
     """
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -87,7 +87,7 @@ def tune_ssh_socket(sock: socket.socket, *, keepalive_interval: float, keepalive
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, idle)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, max(1, keepalive_count))
-    timeout = keepalive_interval * keepalive_count if user_timeout is None else user_timeout
+    timeout = user_timeout
     if timeout > 0:
         # Unacknowledged data older than the keepalive deadline means the peer is gone.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, max(1, int(timeout * 1000)))

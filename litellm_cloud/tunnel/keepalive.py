@@ -65,6 +65,9 @@ class GlobalRequests:
         with self._lock:
             if not self.transport.is_active():
                 raise paramiko.SSHException("SSH session not active")
+            if not hasattr(self.transport, "_tcp_handler"):
+                # Where request_port_forward keeps its handler (paramiko 5.1); loud if a release moves it.
+                raise RuntimeError("this paramiko has no Transport._tcp_handler: pin paramiko==5.1.0")
             if self._request("tcpip-forward", (address, int(port))) is None:
                 raise paramiko.SSHException("TCP forwarding request denied")
             self.transport._tcp_handler = handler

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.support import SimFleet, chat, render_test_config, start_backend, start_proxy
@@ -216,7 +216,9 @@ def test_a_hung_server_under_concurrent_load_costs_each_request_its_timeout_at_m
 
     results = asyncio.run(timed())
     assert _failures([r for _, r in results]) == []
-    slow = sorted(took for took, _ in results if took > TIMEOUT / 2)
+    # A request that met the hung server waited its whole timeout; an ordinary one, even on a busy
+    # machine, stays far below it.
+    slow = sorted(took for took, _ in results if took > 0.9 * TIMEOUT)
     assert len(slow) <= concurrency, slow  # only those in flight before the first timeout
     assert all(t < TIMEOUT + 1.5 for t in slow), slow  # never a second timeout for one request
     stats = httpx.get(gw.sim.url("gpu-3") + "/sim/stats", timeout=5).json()
@@ -255,24 +257,6 @@ def test_malformed_json_is_a_4xx_json_error(gw: Gateway) -> None:
     assert "error" in r.json()
 
 
-# Last: it leaves the SFW group cooling down.
-def test_a_whole_group_down_is_503_model_unavailable(gw: Gateway) -> None:
-    for name in SFW:
-        gw.sim.control(name, mode="down")
-    for _ in range(3):
-        started = time.monotonic()
-        r = gw.post("/v1/chat/completions", chat("heartcode-sfw"))
-        assert time.monotonic() - started < TIMEOUT * 3
-        assert r.status_code == 503
-        assert r.json()["error"]["code"] == "model_unavailable"
-        assert int(r.headers["retry-after"]) >= 1
-    # Streaming asks fail the same way, before any byte of a stream.
-    r = gw.post("/v1/chat/completions", chat("heartcode-sfw", stream=True))
-    assert r.status_code == 503 and r.json()["error"]["code"] == "model_unavailable"
-    # The other groups are unaffected.
-    assert gw.post("/v1/chat/completions", chat("heartcode-nsfw", max_tokens=2)).status_code == 200
-
-
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-5, 10**6) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
@@ -298,9 +282,28 @@ bodies = st.fixed_dictionaries(
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=bodies)
+@example(body={"model": "heartcode-default", "messages": [{"role": "user", "content": [None]}]})
 def test_no_request_body_yields_a_server_error(gw: Gateway, body: dict[str, object]) -> None:
     r = gw.post("/v1/chat/completions", body)
     assert r.status_code < 500, (body, r.status_code, r.text)
     if r.status_code != 200:
         assert isinstance(r.json()["error"]["message"], str)
         assert "Traceback" not in r.text
+
+
+# Last: it leaves the SFW group cooling down.
+def test_a_whole_group_down_is_503_model_unavailable(gw: Gateway) -> None:
+    for name in SFW:
+        gw.sim.control(name, mode="down")
+    for _ in range(3):
+        started = time.monotonic()
+        r = gw.post("/v1/chat/completions", chat("heartcode-sfw"))
+        assert time.monotonic() - started < TIMEOUT * 3
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "model_unavailable"
+        assert int(r.headers["retry-after"]) >= 1
+    # Streaming asks fail the same way, before any byte of a stream.
+    r = gw.post("/v1/chat/completions", chat("heartcode-sfw", stream=True))
+    assert r.status_code == 503 and r.json()["error"]["code"] == "model_unavailable"
+    # The other groups are unaffected.
+    assert gw.post("/v1/chat/completions", chat("heartcode-nsfw", max_tokens=2)).status_code == 200

@@ -5,18 +5,35 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import httpx
 import pytest
 
-from tests.support import MASTER_KEY, SimFleet, chat, render_test_config, start_backend, start_proxy, wait_until
+from tests.support import (
+    MASTER_KEY,
+    ManagedProcess,
+    SimFleet,
+    chat,
+    render_test_config,
+    start_backend,
+    start_proxy,
+    wait_until,
+)
 
 KEY = "hc-sk-healthtest000000000000000verified"
 INTERVAL = 2  # seconds between background checks in this module's config
 
 
+@dataclass
+class Stack:
+    sim: SimFleet
+    base: str
+    proxy: ManagedProcess  # its log explains a failure
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimFleet, str]]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("health")
     sim = SimFleet(logs).start()
     procs = [sim.process]
@@ -26,7 +43,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimFleet, 
         config = render_test_config(logs / "config.yaml", sim.endpoints, health_check_interval=INTERVAL)
         proxy, base = start_proxy("proxy", config, logs, {"HEARTCODE_BACKEND_URL": url})
         procs.append(proxy)
-        yield sim, base
+        yield Stack(sim, base, proxy)
     finally:
         for proc in reversed(procs):
             proc.stop()
@@ -50,8 +67,8 @@ def _unhealthy_ids(report: dict[str, object]) -> set[str]:
     return {str((e.get("model_info") or {}).get("id", e.get("model_id", ""))) for e in entries} - {""}
 
 
-def test_health_answers_from_the_background_results(stack: tuple[SimFleet, str]) -> None:
-    sim, base = stack
+def test_health_answers_from_the_background_results(stack: Stack) -> None:
+    sim, base = stack.sim, stack.base
     chat_servers = [name for name in sim.servers if sim.servers[name][0] != "heartcode-embed"]
     # The first background round has reached every chat server.
     wait_until(lambda: all(_chat_requests(sim)[n] >= 1 for n in chat_servers), 30, "a background health round")
@@ -69,8 +86,8 @@ def test_health_answers_from_the_background_results(stack: tuple[SimFleet, str])
     assert sent <= rounds * len(chat_servers), (sent, took)
 
 
-def test_a_dead_server_is_noticed_by_the_background_checks_and_skipped(stack: tuple[SimFleet, str]) -> None:
-    sim, base = stack
+def test_a_dead_server_is_noticed_by_the_background_checks_and_skipped(stack: Stack) -> None:
+    sim, base = stack.sim, stack.base
     sim.control("gpu-1", mode="down")
     try:
         wait_until(lambda: "gpu-1" in _unhealthy_ids(_health(base)), 4 * INTERVAL + 5, "gpu-1 reported unhealthy")
@@ -78,7 +95,7 @@ def test_a_dead_server_is_noticed_by_the_background_checks_and_skipped(stack: tu
         for _ in range(12):
             r = httpx.post(f"{base}/v1/chat/completions", json=chat("heartcode-default", max_tokens=2),
                            headers=headers, timeout=30)  # fmt: skip
-            assert r.status_code == 200, r.text
+            assert r.status_code == 200, (r.text, stack.proxy.log_tail(80))
             assert r.headers["x-litellm-model-id"] in {"gpu-2", "gpu-3", "gpu-4"}
     finally:
         sim.reset()

@@ -59,6 +59,15 @@ def test_stream_meter_prefers_reported_usage_and_counts_chunks_without_it() -> N
     assert usage_tokens({"usage": {"total_tokens": 4}}) == 4 and usage_tokens({"id": "x"}) is None
 
 
+def test_stream_meter_counts_reasoning_and_tool_chunks_as_produced() -> None:
+    meter = StreamMeter(prompt=7)
+    assert meter.tokens == 0  # cut short before anything was produced: free
+    meter.observe({"choices": [{"delta": {"reasoning_content": "thinking"}}]})
+    meter.observe({"choices": [{"delta": {"tool_calls": [{"index": 0}]}}]})
+    meter.observe({"choices": [{"delta": {"role": "assistant"}}]})  # no token in it
+    assert meter.tokens == 7 + 2
+
+
 def _hook(clock: FakeClock, scope: str = "account") -> LimitsHook:
     tier = Tier(name="free", rpm=10, tpm=1000, daily_tokens=10_000, max_parallel=2, model_groups=("m",))
     limiter = Limiter(MemoryStorage(), RecordingMetrics(), clock=clock)

@@ -87,6 +87,9 @@ async def test_hung_redis_costs_one_slow_attempt_per_pause(mode: str, frozen_red
         await asyncio.sleep(0.05)
         took, during = await _timed(limiter.admit("a", "t", LIMITS, SMALL))
         assert took < FAST and policy_answer(during), took
+        clock.jump(1.5)  # still probing after more than a pause: still no second probe
+        took, during = await _timed(limiter.admit("a", "t", LIMITS, SMALL))
+        assert took < FAST and policy_answer(during), took
         took, probed = await probe
         assert took >= SLOW and policy_answer(probed), took
         took, decision = await _timed(limiter.admit("a", "t", LIMITS, SMALL))
@@ -108,7 +111,7 @@ async def test_hung_redis_costs_one_slow_attempt_per_pause(mode: str, frozen_red
         clock.jump(limiter.lease_ttl_ms / 1000)
         assert (await limiter.usage("a")).in_flight == 0
         # Two slow failures, nine policy answers in all, each counted.
-        assert metrics.fallbacks == [mode] * 9
+        assert metrics.fallbacks == [mode] * 10
     finally:
         proc.signal(signal.SIGCONT)
         await limiter.aclose()
