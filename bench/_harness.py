@@ -119,18 +119,43 @@ async def _run(
     return lat, errors, time.perf_counter() - started
 
 
+def _target(url: str, path: str, body: Mapping[str, object], headers: Mapping[str, str] | None) -> tuple[str, int, bytes]:
+    host, port = url.split("://", 1)[1].rstrip("/").rsplit(":", 1)
+    return host, int(port), request_bytes(host, int(port), path, body, headers or {})
+
+
 def load(
     name: str, url: str, path: str, body: Mapping[str, object], *, headers: Mapping[str, str] | None = None,
     concurrency: int = 1, seconds: float = 5.0, warmup: float = 0.5,
 ) -> Result:  # fmt: skip
     """Drive ``POST url+path`` from ``concurrency`` keep-alive connections for ``seconds``."""
-    hostport = url.split("://", 1)[1].rstrip("/")
-    host, port = hostport.rsplit(":", 1)
-    payload = request_bytes(host, int(port), path, body, headers or {})
+    host, port, payload = _target(url, path, body, headers)
     if warmup:
-        asyncio.run(_run(host, int(port), payload, min(concurrency, 4), warmup))
-    lat, errors, took = asyncio.run(_run(host, int(port), payload, concurrency, seconds))
+        asyncio.run(_run(host, port, payload, min(concurrency, 4), warmup))
+    lat, errors, took = asyncio.run(_run(host, port, payload, concurrency, seconds))
     return Result(name, concurrency, len(lat), len(errors), took, lat)
+
+
+def load_together(
+    urls: Mapping[str, str], path: str, body: Mapping[str, object], *, headers: Mapping[str, str] | None = None,
+    concurrency: int = 1, seconds: float = 5.0, warmup: float = 0.5,
+) -> dict[str, Result]:  # fmt: skip
+    """Drive every ``name -> url`` at the same time, ``concurrency`` connections each.
+
+    Servers pinned to one CPU then share it, so each one's share of the completed requests is the
+    inverse of its CPU cost per request, and whatever else the machine does slows all of them alike:
+    the ratio of two results is far steadier than that of two runs one after the other.
+    """
+    targets = {name: _target(url, path, body, headers) for name, url in urls.items()}
+
+    async def run(conc: int, secs: float) -> list[tuple[list[float], list[int], float]]:
+        return list(await asyncio.gather(*(_run(h, p, pay, conc, secs) for h, p, pay in targets.values())))
+
+    if warmup:
+        asyncio.run(run(min(concurrency, 4), warmup))
+    results = asyncio.run(run(concurrency, seconds))
+    return {name: Result(name, concurrency, len(lat), len(err), took, lat)
+            for name, (lat, err, took) in zip(targets, results, strict=True)}  # fmt: skip
 
 
 def table(title: str, rows: Sequence[Result], ratios: Sequence[tuple[str, float]] = (), csv_name: str = "") -> str:
