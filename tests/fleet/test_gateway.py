@@ -155,7 +155,17 @@ def _served(gw: Gateway, name: str) -> int:
     return int(stats["requests"].get("chat", {}).get("ok", 0))
 
 
+def _wait_until_all_serve(gw: Gateway, servers: set[str] = SFW, timeout: float = 20) -> None:
+    """Until every server has answered again (an earlier test's cooldowns are over)."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while seen != servers:
+        assert time.monotonic() < deadline, f"only {sorted(seen)} served again"
+        seen.add(gw.served_by(gw.post("/v1/chat/completions", chat("heartcode-default", max_tokens=1))))
+
+
 def test_a_server_killed_mid_load_costs_no_client_errors(gw: Gateway) -> None:
+    _wait_until_all_serve(gw)
     for name in SFW:
         gw.sim.control(name, tokens_per_s=200, reset_stats=True)  # ~40 ms per request: many in flight when it dies
 
@@ -190,10 +200,7 @@ def test_a_hung_server_costs_its_timeout_at_most_once(gw: Gateway) -> None:
 
 def test_a_hung_server_under_concurrent_load_costs_each_request_its_timeout_at_most_once(gw: Gateway) -> None:
     """Requests already sent to the server when it hangs each pay its timeout once, then it is cooled down."""
-    # gpu-3 may still be cooling down from an earlier test: wait until it serves again.
-    deadline = time.monotonic() + 15
-    while gw.served_by(gw.post("/v1/chat/completions", chat("heartcode-default", max_tokens=1))) != "gpu-3":
-        assert time.monotonic() < deadline, "gpu-3 never served again"
+    _wait_until_all_serve(gw)  # gpu-3 may still be cooling down from the test before
     gw.sim.control("gpu-3", mode="hang", reset_stats=True)
     concurrency = 8
 
@@ -226,6 +233,8 @@ def test_a_hung_server_under_concurrent_load_costs_each_request_its_timeout_at_m
 
 
 def test_a_busy_server_is_retried_elsewhere_and_not_cooled_down(gw: Gateway) -> None:
+    # With a server still cooling down from the hung test, 7 tries could all meet the busy one.
+    _wait_until_all_serve(gw)
     gw.sim.control("gpu-4", mode="busy", reset_stats=True)
     results = asyncio.run(_load(gw, 80, 4))
     assert _failures(results) == []
