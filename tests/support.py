@@ -7,11 +7,12 @@ waits until it is ready, and on stop terminates the whole group so nothing outli
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 
@@ -208,6 +209,26 @@ def start_backend(
     )
     proc.start()
     return proc, f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def simulated_gateway(
+    log_dir: Path, keys: Sequence[Mapping[str, object]], **render_options: object
+) -> Iterator[tuple[SimFleet, str, ManagedProcess]]:
+    """The simulated fleet, the development key backend serving ``keys`` and one proxy on a config
+    rendered with ``render_options``; yields (simulator, proxy base URL, proxy) and stops all of it."""
+    sim = SimFleet(log_dir).start()
+    procs = [sim.process]
+    try:
+        backend, url = start_backend(log_dir, keys)
+        procs.append(backend)
+        config = render_test_config(log_dir / "config.yaml", sim.endpoints, **render_options)
+        proxy, base = start_proxy("proxy", config, log_dir, {"HEARTCODE_BACKEND_URL": url})
+        procs.append(proxy)
+        yield sim, base, proxy
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
 
 
 def chat(model: str, content: str = "Hello there", **extra: object) -> dict[str, object]:

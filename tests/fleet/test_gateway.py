@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.support import SimFleet, chat, render_test_config, start_backend, start_proxy
+from tests.support import SimFleet, chat, simulated_gateway
 
 KEY = "hc-sk-fleettest0000000000000000verified"
 TIMEOUT = 2.0  # per-deployment timeout in this module's config
@@ -38,20 +38,11 @@ class Gateway:
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    logs = tmp_path_factory.mktemp("gateway")
-    sim = SimFleet(logs).start()
-    procs = [sim.process]
-    try:
-        backend, url = start_backend(logs, [{"key": KEY, "user_id": "u-fleet", "tier": "admin", "age_verified": True}])
-        procs.append(backend)
-        env = {"HEARTCODE_BACKEND_URL": url}
-        config = render_test_config(logs / "config.yaml", sim.endpoints, timeout=TIMEOUT, stream_timeout=TIMEOUT)
-        proxy, base = start_proxy("proxy", config, logs, env)
-        procs.append(proxy)
+    keys = [{"key": KEY, "user_id": "u-fleet", "tier": "admin", "age_verified": True}]
+    with simulated_gateway(tmp_path_factory.mktemp("gateway"), keys, timeout=TIMEOUT, stream_timeout=TIMEOUT) as (
+        sim, base, _proxy,
+    ):  # fmt: skip
         yield Gateway(sim, base)
-    finally:
-        for proc in reversed(procs):
-            proc.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -10,16 +10,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.support import (
-    MASTER_KEY,
-    ManagedProcess,
-    SimFleet,
-    chat,
-    render_test_config,
-    start_backend,
-    start_proxy,
-    wait_until,
-)
+from tests.support import MASTER_KEY, ManagedProcess, SimFleet, chat, simulated_gateway, wait_until
 
 KEY = "hc-sk-healthtest000000000000000verified"
 INTERVAL = 2  # seconds between background checks in this module's config
@@ -34,19 +25,10 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    keys = [{"key": KEY, "user_id": "u-health", "tier": "admin", "age_verified": True}]
     logs = tmp_path_factory.mktemp("health")
-    sim = SimFleet(logs).start()
-    procs = [sim.process]
-    try:
-        backend, url = start_backend(logs, [{"key": KEY, "user_id": "u-health", "tier": "admin", "age_verified": True}])
-        procs.append(backend)
-        config = render_test_config(logs / "config.yaml", sim.endpoints, health_check_interval=INTERVAL)
-        proxy, base = start_proxy("proxy", config, logs, {"HEARTCODE_BACKEND_URL": url})
-        procs.append(proxy)
+    with simulated_gateway(logs, keys, health_check_interval=INTERVAL) as (sim, base, proxy):
         yield Stack(sim, base, proxy)
-    finally:
-        for proc in reversed(procs):
-            proc.stop()
 
 
 def _chat_requests(sim: SimFleet) -> dict[str, int]:
