@@ -1,13 +1,20 @@
-"""Fleet errors at the LiteLLM edge: a malformed request is a 400; when no GPU server can answer, say so.
+"""Fleet behaviour at the LiteLLM edge: a malformed request is a 400; a retry goes to another server;
+when no GPU server can answer, say so.
 
 LiteLLM answers a model group with every server down (or cooling down) with a 500, or a 429 that
 looks like the client's fault. Clients get ``503 model_unavailable`` with ``Retry-After`` instead; a
 client mistake the upstream reported (400, 404, 422) passes through as LiteLLM maps it.
+
+LiteLLM 1.103.7 retries a retryable failure (500, connection refused, timeout, 429) by routing again
+among every server not cooling down, so one request could meet the same dead server on all its tries
+before that server has failed often enough to be cooled down. The hook leaves the servers that already
+failed this request out of its next tries (while any other remains).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import litellm
 from fastapi import HTTPException
@@ -32,6 +39,21 @@ _UNAVAILABLE = (
 _NO_DEPLOYMENTS = ("No deployments available", "No healthy deployment available")
 
 
+def failed_deployments(request_kwargs: Mapping[str, object] | None) -> frozenset[str]:
+    """The ids of the servers that already failed this request (LiteLLM's retry breadcrumbs)."""
+    if not request_kwargs:
+        return frozenset()
+    metadata = request_kwargs.get("litellm_metadata") or request_kwargs.get("metadata")
+    breadcrumbs = metadata.get("previous_models") if isinstance(metadata, Mapping) else None
+    if not isinstance(breadcrumbs, (list, tuple)):
+        return frozenset()
+    return frozenset(
+        crumb["deployment_id"]
+        for crumb in breadcrumbs
+        if isinstance(crumb, Mapping) and isinstance(crumb.get("deployment_id"), str)
+    )
+
+
 def is_fleet_unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` says the model group could not serve (as opposed to a bad request)."""
     if isinstance(exc, ProxyException):
@@ -42,7 +64,8 @@ def is_fleet_unavailable(exc: BaseException) -> bool:
 
 
 class FleetHook(CustomLogger):
-    """Refuses malformed requests before routing; maps a fleet outage to ``503 model_unavailable``."""
+    """Refuses malformed requests before routing, sends retries to servers that have not failed the
+    request yet, and maps a fleet outage to ``503 model_unavailable``."""
 
     def __init__(self, manifest: Manifest, retry_after: float = 5.0) -> None:
         super().__init__()
@@ -57,6 +80,20 @@ class FleetHook(CustomLogger):
         except BadRequest as err:
             raise to_proxy_exception(err) from None
         return data
+
+    async def async_filter_deployments(
+        self,
+        model: str,
+        healthy_deployments: list,
+        messages: object,
+        request_kwargs: dict | None = None,
+        parent_otel_span: object = None,
+    ) -> list[dict]:
+        failed = failed_deployments(request_kwargs)
+        if not failed or not isinstance(healthy_deployments, list):
+            return healthy_deployments
+        untried = [d for d in healthy_deployments if (d.get("model_info") or {}).get("id") not in failed]
+        return untried or healthy_deployments
 
     async def async_post_call_failure_hook(
         self,
