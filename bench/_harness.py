@@ -129,11 +129,9 @@ def load(
     concurrency: int = 1, seconds: float = 5.0, warmup: float = 0.5,
 ) -> Result:  # fmt: skip
     """Drive ``POST url+path`` from ``concurrency`` keep-alive connections for ``seconds``."""
-    host, port, payload = _target(url, path, body, headers)
-    if warmup:
-        asyncio.run(_run(host, port, payload, min(concurrency, 4), warmup))
-    lat, errors, took = asyncio.run(_run(host, port, payload, concurrency, seconds))
-    return Result(name, concurrency, len(lat), len(errors), took, lat)
+    return load_together(
+        {name: url}, path, body, headers=headers, concurrency=concurrency, seconds=seconds, warmup=warmup
+    )[name]
 
 
 def load_together(

@@ -37,16 +37,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench._harness import RESULTS, load_together, machine
+from bench._harness import RESULTS, UNLIMITED_TIERS, load_together, machine
 from tests.support import ManagedProcess, SimFleet, free_port, port_open, render_test_config, start_backend, start_proxy
 
-GROUPS = ["heartcode-chat-sfw", "heartcode-chat-nsfw", "heartcode-embed"]
-BIG = 1_000_000_000
-TIERS = {"tiers": {
-    "bench": {"rpm": BIG, "tpm": BIG, "daily_tokens": BIG, "max_parallel": 100_000, "model_groups": GROUPS},
-    "race": {"rpm": 50, "tpm": BIG, "daily_tokens": BIG, "max_parallel": 100_000, "model_groups": GROUPS},
-}}  # fmt: skip
 RACE_RPM = 50
+# The unlimited bench tier, and "race": the same but for its RPM, which the race measures.
+_BENCH_TIER = UNLIMITED_TIERS["tiers"]["bench"]
+TIERS = {"tiers": {"bench": _BENCH_TIER, "race": {**_BENCH_TIER, "rpm": RACE_RPM, "model_groups": list(_BENCH_TIER["model_groups"])}}}  # fmt: skip
 BURST = 200
 BENCH_KEY = "hc-sk-bench-limits-0000000000001"
 BODY = {"model": "heartcode-chat-sfw", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
@@ -81,7 +78,7 @@ def in_process(redis_url: str, calls: int = 2000) -> dict[str, float]:
     from litellm_cloud.limits.storage.redis import RedisStorage
     from litellm_cloud.observability import Metrics
 
-    limits = Limits(rpm=BIG, tpm=BIG, daily_tokens=BIG, max_parallel=100_000)
+    limits = Limits(**{k: v for k, v in _BENCH_TIER.items() if k != "model_groups"})
     cost = Cost(need=10, want=100)
 
     async def run(limiter: Limiter) -> float:

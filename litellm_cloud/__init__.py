@@ -20,6 +20,7 @@ from ._errors import (
     ModelNotFound,
     ModelUnavailable,
     RateLimited,
+    RevocationNotShared,
     RouteNotAllowed,
     TierNotConfigured,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "ModelNotFound",
     "ModelUnavailable",
     "RateLimited",
+    "RevocationNotShared",
     "RouteNotAllowed",
     "Settings",
     "Tier",

@@ -131,6 +131,14 @@ class ConcurrencyLimited(LimitError):
     code = "concurrency_limited"
 
 
+class RevocationNotShared(GatewayError):
+    """A key was dropped from this replica's cache only: the other replicas could not be told."""
+
+    code = "revocation_not_shared"
+    status = 503
+    type = "service_unavailable_error"
+
+
 class LimiterUnavailable(GatewayError):
     code = "limiter_unavailable"
     status = 503

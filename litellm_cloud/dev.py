@@ -101,6 +101,8 @@ def start_dev(
         children.append(sim.start(cancel))
 
         backend_url = env.get("HEARTCODE_BACKEND_URL", "")
+        # With a real backend the development keys mean nothing: do not advertise them.
+        shown_keys = None if backend_url else keys_file
         if not backend_url:
             backend_port = ports[1]
             backend = ManagedProcess(
@@ -129,8 +131,6 @@ def start_dev(
         for child in reversed(children):
             child.stop()
         raise
-    # With a real backend the development keys mean nothing: do not advertise them.
-    shown_keys = None if "backend" not in {c.name for c in children} else keys_file
     return DevGateway(url=base, master_key=master_key, keys_file=shown_keys, children=children)
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -114,6 +115,15 @@ class SimFleet:
         r = httpx.post(f"http://127.0.0.1:{self.admin_port}/servers/{name}/control", json=settings, timeout=5)
         r.raise_for_status()
 
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Server name -> its ``/sim/stats`` (mode, faults, request counts by endpoint and outcome)."""
+        servers = httpx.get(f"http://127.0.0.1:{self.admin_port}/servers", timeout=5).json()["servers"]
+        return {s["server"]: s for s in servers}
+
+    def chat_requests(self) -> dict[str, int]:
+        """Server name -> chat completions it has received, whatever their outcome."""
+        return {name: sum(s["requests"].get("chat", {}).values()) for name, s in self.stats().items()}
+
     def reset(self) -> None:
         """Every server back to the behaviour it started with (mode, faults and speed)."""
         for name, faults in self._initial.items():
@@ -123,9 +133,8 @@ class SimFleet:
         from litellm_cloud.sim._gpu_config import Faults
 
         self.process.start()
-        servers = httpx.get(f"http://127.0.0.1:{self.admin_port}/servers", timeout=5).json()["servers"]
         names = [f.name for f in fields(Faults)]
-        self._initial = {s["server"]: {k: s[k] for k in names} for s in servers}
+        self._initial = {server: {k: s[k] for k in names} for server, s in self.stats().items()}
         return self
 
     def stop(self) -> None:

@@ -21,13 +21,8 @@ def test_the_two_commands_exist_and_ci_runs_the_test_command() -> None:
 
 
 def _codes() -> set[str]:
-    """Every stable error code a client can see from the proxy."""
-    import importlib
-
+    """Every stable error code a client can see from the proxy: the error tree's (all in _errors)."""
     from litellm_cloud._errors import GatewayError
-
-    for part in ("auth", "limits", "fleet", "observability"):  # any subclass defined outside _errors too
-        importlib.import_module(f"litellm_cloud.{part}")
 
     found: set[str] = set()
     todo = [GatewayError]
@@ -36,7 +31,7 @@ def _codes() -> set[str]:
         todo += cls.__subclasses__()
         if "code" in cls.__dict__ and cls is not GatewayError:
             found.add(cls.code)
-    return found | {"revocation_not_shared"}  # the admin route's own answer (auth/admin.py)
+    return found
 
 
 def test_every_error_code_is_documented_for_clients_and_operators() -> None:

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from .._edge import to_proxy_exception
-from .._errors import BadRequest, GatewayError, InvalidApiKey, RouteNotAllowed
+from .._errors import BadRequest, GatewayError, InvalidApiKey, RevocationNotShared, RouteNotAllowed
 from .hook import MasterKey
 from .keys import key_digest
 from .revocation import Field, RevocationPublishFailed, Revocations, Selector
@@ -53,13 +53,12 @@ def build_admin_router(revocations: Revocations, master: MasterKey) -> APIRouter
         try:
             result = await revocations.revoke(selector)
         except RevocationPublishFailed as exc:
-            return JSONResponse(
-                status_code=503,
-                content={"error": {"message": f"Revoked on this replica only ({exc.dropped_here} entries): "
-                                              "Redis is unreachable, other replicas still hold the key until "
-                                              "their cache TTL ends.", "type": "service_unavailable_error",
-                                   "param": None, "code": "revocation_not_shared"}},
-            )
+            raise to_proxy_exception(
+                RevocationNotShared(
+                    f"Revoked on this replica only ({exc.dropped_here} entries): Redis is unreachable, other "
+                    "replicas still hold the key until their cache TTL ends."
+                )
+            ) from None
         public = "api_key" if selector.field == "digest" else selector.field
         return JSONResponse({"revoked": True, "selector": public, "dropped_here": result.dropped_here,
                              "scope": result.scope, "replicas_notified": result.replicas_notified})

@@ -120,32 +120,41 @@ class AccessHook(CustomLogger):
         user_api_key_dict: UserAPIKeyAuth,
         traceback_str: str | None = None,
     ) -> HTTPException | None:
-        # LiteLLM refuses client-side routing fields (api_base, ...) before our auth runs, with a bare
-        # ValueError that becomes a 500: it is the client's mistake, so answer 400 invalid_request
-        # (_litellm_compat keeps our code on that path).
-        if isinstance(original_exception, ValueError) and str(original_exception).startswith(_REJECTED):
-            return to_replacement_exception(BadRequest(rejected_message(str(original_exception))))
-        # LiteLLM refuses a URL-valued destination (``"model": "http://..."``) with an HTTPException whose
-        # detail is {"error": "invalid_request", "param": ...}; it would answer code "400".
-        if isinstance(original_exception, HTTPException) and original_exception.status_code == 400:
-            detail = original_exception.detail
-            if isinstance(detail, dict) and detail.get("error") == "invalid_request":
-                param = str(detail.get("param") or "")
-                field = param if _FIELD_NAME.fullmatch(param) else "a field"
-                if str(detail.get("message", "")).startswith("URL-valued"):
-                    return to_replacement_exception(BadRequest(f"The request field '{field}' may not be a URL."))
-                return to_replacement_exception(BadRequest(f"The request field '{field}' is not accepted."))
-        return None
+        err = litellm_refusal(original_exception)
+        return to_replacement_exception(err) if err is not None else None
 
 
+_FIELD = r"[A-Za-z0-9_.\-]{1,40}"
+_FIELD_NAME = re.compile(_FIELD)
 _REJECTED = "Rejected Request:"
-_REJECTED_FIELD = re.compile(r"Rejected Request: ([A-Za-z0-9_.\-]{1,40}) is not allowed")
-_FIELD_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,40}")
+_REJECTED_FIELD = re.compile(rf"{_REJECTED} ({_FIELD}) is not allowed")
+
+
+def _field_message(field: str, *, url: bool = False) -> str:
+    return f"The request field '{field}' " + ("may not be a URL." if url else "is not accepted.")
 
 
 def rejected_message(litellm_message: str) -> str:
     """Our message for one of LiteLLM's "Rejected Request: ..." errors (it never echoes client values)."""
     match = _REJECTED_FIELD.match(litellm_message)
     if match:
-        return f"The request field '{match.group(1)}' is not accepted."
+        return _field_message(match.group(1))
     return "The request carries a field or value the gateway does not accept (routing or credentials)."
+
+
+def litellm_refusal(exc: BaseException) -> BadRequest | None:
+    """Our 400 for a client mistake LiteLLM refuses in its own words, or None for anything else.
+
+    - Client-side routing fields (api_base, ...), refused before our auth runs with a bare ValueError
+      that would become a 500 (``_litellm_compat`` keeps our code on that path).
+    - A URL-valued destination (``"model": "http://..."``), refused with an HTTPException whose detail
+      is ``{"error": "invalid_request", "param": ...}``; it would answer code "400".
+    """
+    if isinstance(exc, ValueError) and str(exc).startswith(_REJECTED):
+        return BadRequest(rejected_message(str(exc)))
+    detail = exc.detail if isinstance(exc, HTTPException) and exc.status_code == 400 else None
+    if not isinstance(detail, dict) or detail.get("error") != "invalid_request":
+        return None
+    param = str(detail.get("param") or "")
+    field = param if _FIELD_NAME.fullmatch(param) else "a field"
+    return BadRequest(_field_message(field, url=str(detail.get("message", "")).startswith("URL-valued")))

@@ -83,9 +83,11 @@ def _max_completion(data: Mapping[str, Any]) -> int | None:
     return None
 
 
-def estimate_cost(data: Mapping[str, Any], call_type: str, limits: Limits) -> Cost:
-    """The reservation a request asks for under ``limits`` (see the module docstring)."""
-    prompt = prompt_tokens(data)
+def estimate_cost(data: Mapping[str, Any], call_type: str, limits: Limits, *, prompt: int | None = None) -> Cost:
+    """The reservation a request asks for under ``limits`` (see the module docstring); ``prompt`` is
+    ``prompt_tokens(data)`` when the caller has it already."""
+    if prompt is None:
+        prompt = prompt_tokens(data)
     if "embedding" in call_type:
         return Cost(need=prompt, want=prompt)
     completion = _max_completion(data)

@@ -42,15 +42,12 @@ def rate_limit_headers(limits: Limits, usage: Usage) -> dict[str, str]:
     """The response headers for ``usage`` under ``limits``."""
     now = usage.now_ms
     return {
-        "x-ratelimit-limit-requests": str(limits.rpm),
+        **limit_headers(limits, now),
         "x-ratelimit-remaining-requests": str(max(0, limits.rpm - usage.requests)),
         "x-ratelimit-reset-requests": duration(_reset(usage.oldest_request_ms, now)),
-        "x-ratelimit-limit-tokens": str(limits.tpm),
         "x-ratelimit-remaining-tokens": str(max(0, limits.tpm - usage.tokens)),
         "x-ratelimit-reset-tokens": duration(_reset(usage.oldest_tokens_ms, now)),
-        "x-ratelimit-limit-tokens-day": str(limits.daily_tokens),
         "x-ratelimit-remaining-tokens-day": str(max(0, limits.daily_tokens - usage.day_tokens)),
-        "x-ratelimit-reset-tokens-day": duration(DAY_MS - now % DAY_MS),
     }
 
 

@@ -202,11 +202,12 @@ class LimitsHook(CustomLogger):
         self._sweep(now)
         if data.get("stream") is True and "messages" in data:
             _ask_for_stream_usage(data)
-        cost = estimate_cost(data, str(call_type), limits)
+        prompt = prompt_tokens(data)
+        cost = estimate_cost(data, str(call_type), limits, prompt=prompt)
         self.limiter.ensure_heartbeat()
         decision = await self.limiter.admit(self.subject(ident), tier.name, limits, cost)
         rid = decision.ticket.id if decision.ticket else secrets.token_hex(8)
-        self._records[rid] = _Record(limits, prompt_tokens(data), decision.usage, decision.ticket, now)
+        self._records[rid] = _Record(limits, prompt, decision.usage, decision.ticket, now)
         _metadata(data)[META_KEY] = rid
         if decision.error is not None:
             if isinstance(decision.error, LimitError):

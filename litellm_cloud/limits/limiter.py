@@ -56,7 +56,6 @@ class Ticket:
     storage: Storage
     usage: Usage
     settled: bool = False
-    headers_sent: bool = False
     created_ms: int = 0
 
 

@@ -8,24 +8,24 @@ docs/observability.md for the metrics, the trace fields and why the exporter is 
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from .._config import Settings
-from ._langfuse import LangfuseExporter
 from .metrics import Metrics
 
 if TYPE_CHECKING:
     from ._hook import ObservabilityHook
+    from ._langfuse import LangfuseExporter
 
-# The LiteLLM hook (and litellm itself, ~150 MB and ~3.5 s to import) loads only when asked for: the
-# tunnel process serves these metrics too and never needs LiteLLM.
+# The LiteLLM hook (and litellm itself, ~150 MB and ~3.5 s to import) and the Langfuse exporter (httpx)
+# load only when asked for: the tunnel process serves these metrics too and needs neither.
+_LAZY = {"ObservabilityHook": "._hook", "LangfuseExporter": "._langfuse"}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "ObservabilityHook":
-        from ._hook import ObservabilityHook
-
-        return ObservabilityHook
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -34,6 +34,8 @@ def build_exporter(settings: Settings, metrics: Metrics) -> LangfuseExporter | N
     metrics.langfuse_enabled(settings.langfuse_enabled)
     if not settings.langfuse_enabled:
         return None
+    from ._langfuse import LangfuseExporter
+
     return LangfuseExporter(
         settings.langfuse_host,
         settings.langfuse_public_key,

@@ -133,10 +133,10 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     notifier = Notifier.from_env(os.environ)
-    status = TunnelStatus(config.forwards)
-    metrics = _serve_metrics(config, status, log)
+    supervisor = Supervisor(config, identity, stop=stop, notifier=notifier)
+    metrics = _serve_metrics(config, supervisor.status, log)
     try:
-        return Supervisor(config, identity, stop=stop, notifier=notifier, status=status).run()
+        return supervisor.run()
     finally:
         if metrics is not None:
             metrics.close()

@@ -139,8 +139,7 @@ class _ForwardModel(pydantic.BaseModel):
     target: str = pydantic.Field(pattern=r"^\[?[^\s\]]+\]?:\d{1,5}$", description="host:port")
 
     def to_forward(self) -> Forward:
-        host, _, port = self.target.rpartition(":")
-        return Forward(self.name, self.remote_port, host.strip("[]"), int(port))
+        return Forward(self.name, self.remote_port, *_split_host_port(self.target))
 
 
 class _KeepaliveModel(pydantic.BaseModel):
@@ -187,14 +186,20 @@ class _FileModel(pydantic.BaseModel):
     forwards: list[_ForwardModel] = []
 
 
+def _split_host_port(text: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` (already matched against its pattern) as (host, port)."""
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     """``host:port`` or ``[v6]:port`` as a (host, port) pair; a bad value is a ``ConfigError``."""
     if not re.match(LISTEN_PATTERN, text):
         raise ConfigError(f"metrics_listen {text!r}: want host:port, e.g. 127.0.0.1:9470")
-    host, _, port = text.rpartition(":")
-    if not 0 <= int(port) < 65536:
+    host, port = _split_host_port(text)
+    if not 0 <= port < 65536:
         raise ConfigError(f"metrics_listen {text!r}: port must be 0-65535")
-    return host.strip("[]"), int(port)
+    return host, port
 
 
 def _resolve_path(raw: str, base: Path, env: Mapping[str, str], what: str) -> Path:

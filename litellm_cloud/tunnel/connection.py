@@ -87,10 +87,9 @@ def tune_ssh_socket(sock: socket.socket, *, keepalive_interval: float, keepalive
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, idle)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, max(1, keepalive_count))
-    timeout = user_timeout
-    if timeout > 0:
-        # Unacknowledged data older than the keepalive deadline means the peer is gone.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, max(1, int(timeout * 1000)))
+    if user_timeout > 0:
+        # Unacknowledged data older than this (by default the keepalive deadline) means the peer is gone.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, max(1, int(user_timeout * 1000)))
 
 
 @dataclass

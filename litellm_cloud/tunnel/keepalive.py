@@ -34,6 +34,10 @@ class GlobalRequests:
     """Global requests on one transport, one at a time."""
 
     def __init__(self, transport: paramiko.Transport) -> None:
+        if not hasattr(transport, "_tcp_handler"):
+            # Where request_port_forward keeps its handler (paramiko 5.1), which ``forward`` sets too;
+            # checked once per connection, so a release that moves it fails loudly at connect.
+            raise RuntimeError("this paramiko has no Transport._tcp_handler: pin paramiko==5.1.0")
         self.transport = transport
         self._lock = threading.Lock()
 
@@ -65,9 +69,6 @@ class GlobalRequests:
         with self._lock:
             if not self.transport.is_active():
                 raise paramiko.SSHException("SSH session not active")
-            if not hasattr(self.transport, "_tcp_handler"):
-                # Where request_port_forward keeps its handler (paramiko 5.1); loud if a release moves it.
-                raise RuntimeError("this paramiko has no Transport._tcp_handler: pin paramiko==5.1.0")
             if self._request("tcpip-forward", (address, int(port))) is None:
                 raise paramiko.SSHException("TCP forwarding request denied")
             self.transport._tcp_handler = handler

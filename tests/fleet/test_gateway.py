@@ -142,8 +142,7 @@ def _failures(results: list[httpx.Response | Exception]) -> list[str]:
 
 
 def _served(gw: Gateway, name: str) -> int:
-    stats = httpx.get(f"http://127.0.0.1:{gw.sim.admin_port}/servers/{name}", timeout=5).json()
-    return int(stats["requests"].get("chat", {}).get("ok", 0))
+    return int(gw.sim.stats()[name]["requests"].get("chat", {}).get("ok", 0))
 
 
 def _wait_until_all_serve(gw: Gateway, servers: set[str] = SFW, timeout: float = 20) -> None:
@@ -219,19 +218,19 @@ def test_a_hung_server_under_concurrent_load_costs_each_request_its_timeout_at_m
     slow = sorted(took for took, _ in results if took > 0.9 * TIMEOUT)
     assert len(slow) <= concurrency, slow  # only those in flight before the first timeout
     assert all(t < TIMEOUT + 1.5 for t in slow), slow  # never a second timeout for one request
-    stats = httpx.get(gw.sim.url("gpu-3") + "/sim/stats", timeout=5).json()
+    stats = gw.sim.stats()["gpu-3"]
     assert 1 <= sum(stats["requests"].get("chat", {}).values()) <= concurrency, stats  # it was tried, then not
 
 
 def test_a_busy_server_is_retried_elsewhere_and_not_cooled_down(gw: Gateway) -> None:
-    # With a server still cooling down from the hung test, 7 tries could all meet the busy one.
+    # Every server back in rotation first (the hung test leaves gpu-3 cooling down).
     _wait_until_all_serve(gw)
     gw.sim.control("gpu-4", mode="busy", reset_stats=True)
     results = asyncio.run(_load(gw, 80, 4))
     assert _failures(results) == []
     assert all(r.headers["x-litellm-model-id"] != "gpu-4" for r in results if isinstance(r, httpx.Response))
     # Not cooled down: the busy server kept being offered requests through the whole run.
-    stats = httpx.get(gw.sim.url("gpu-4") + "/sim/stats", timeout=5).json()
+    stats = gw.sim.stats()["gpu-4"]
     assert stats["requests"]["chat"]["busy"] >= 8, stats
 
 

@@ -31,10 +31,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield Stack(sim, base, proxy)
 
 
-def _chat_requests(sim: SimFleet) -> dict[str, int]:
-    servers = httpx.get(f"http://127.0.0.1:{sim.admin_port}/servers", timeout=5).json()["servers"]
-    return {s["server"]: sum(s["requests"].get("chat", {}).values()) for s in servers}
-
 
 def _health(base: str) -> dict[str, object]:
     r = httpx.get(f"{base}/health", headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=30)
@@ -53,15 +49,15 @@ def test_health_answers_from_the_background_results(stack: Stack) -> None:
     sim, base = stack.sim, stack.base
     chat_servers = [name for name in sim.servers if sim.servers[name][0] != "heartcode-embed"]
     # The first background round has reached every chat server.
-    wait_until(lambda: all(_chat_requests(sim)[n] >= 1 for n in chat_servers), 30, "a background health round")
+    wait_until(lambda: all(sim.chat_requests()[n] >= 1 for n in chat_servers), 30, "a background health round")
     report = _health(base)
     assert report["healthy_count"] == len(sim.servers) and report["unhealthy_count"] == 0, report
-    before = sum(_chat_requests(sim).values())
+    before = sum(sim.chat_requests().values())
     started = time.monotonic()
     for _ in range(5):
         _health(base)
     took = time.monotonic() - started
-    sent = sum(_chat_requests(sim).values()) - before
+    sent = sum(sim.chat_requests().values()) - before
     # Answering /health itself sends nothing; at most the background rounds that fell into the window did
     # (one request per chat server each). Per-call checks would have sent 5 x 12.
     rounds = 1 + int(took // INTERVAL)

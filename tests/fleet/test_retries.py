@@ -27,10 +27,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimFleet
         yield sim, base
 
 
-def _chat_requests(sim: SimFleet) -> dict[str, int]:
-    servers = httpx.get(f"http://127.0.0.1:{sim.admin_port}/servers", timeout=5).json()["servers"]
-    return {s["server"]: sum(s["requests"].get("chat", {}).values()) for s in servers}
-
 
 @pytest.mark.parametrize("mode", ["error", "down"])
 def test_retries_skip_the_servers_that_already_failed_the_request(gateway: tuple[SimFleet, str], mode: str) -> None:
@@ -41,12 +37,12 @@ def test_retries_skip_the_servers_that_already_failed_the_request(gateway: tuple
         headers = {"Authorization": f"Bearer {KEY}"}
         repeated = 0
         for _ in range(REQUESTS):
-            before = _chat_requests(sim)
+            before = sim.chat_requests()
             r = httpx.post(f"{base}/v1/chat/completions", json=chat("heartcode-default", max_tokens=2),
                            headers=headers, timeout=30)  # fmt: skip
             assert r.status_code == 200, r.text
             assert r.headers["x-litellm-model-id"] in {"gpu-3", "gpu-4"}
-            after = _chat_requests(sim)
+            after = sim.chat_requests()
             repeated += sum(after[name] - before[name] > 1 for name in FAILING)
         # A refused connection never reaches the simulator's counters; a 500 does, at most once per request.
         assert repeated == 0

@@ -18,6 +18,11 @@ from litellm_cloud.observability import Metrics
 from tests.support import free_port, port_open
 
 
+def dead_redis_storage() -> RedisStorage:
+    """A Redis storage pointed at a free port where nothing listens: every call fails to connect."""
+    return RedisStorage.from_url(f"redis://127.0.0.1:{free_port()}/0")
+
+
 class RedisServer:
     """A throwaway ``redis-server`` on a free loopback port (no persistence)."""
 

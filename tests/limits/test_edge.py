@@ -18,7 +18,7 @@ from litellm_cloud.limits.hook import META_KEY, StreamMeter, usage_tokens
 from litellm_cloud.limits.storage.memory import MemoryStorage
 from litellm_cloud.tiers import Tier, Tiers
 
-from .conftest import FakeClock, RecordingMetrics
+from .conftest import FakeClock, RecordingMetrics, dead_redis_storage
 
 FREE = Limits(rpm=10, tpm=1000, daily_tokens=10_000, max_parallel=2)
 
@@ -172,11 +172,8 @@ async def test_a_stream_cut_short_pays_only_for_what_it_produced(cancel: bool) -
 
 async def test_refusals_without_counters_still_carry_the_tier_limits() -> None:
     # The storage down (fail closed) and a request too large for the tier: no usage, the limits only.
-    from litellm_cloud.limits.storage.redis import RedisStorage
-    from tests.support import free_port
-
     hook, key = _hook(FakeClock()), _key()
-    hook.limiter.storage = RedisStorage.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    hook.limiter.storage = dead_redis_storage()
     for data, code in ((_data(), "limiter_unavailable"),
                        ({**_data(), "messages": [{"role": "user", "content": "x" * 5000}]}, "rate_limited")):  # fmt: skip
         with pytest.raises(GatewayProxyException) as info:

@@ -8,10 +8,8 @@ import pytest
 
 from litellm_cloud._errors import ConcurrencyLimited, DailyQuotaExceeded, LimiterUnavailable, RateLimited
 from litellm_cloud.limits import Cost, Limiter, Limits, estimate_cost
-from litellm_cloud.limits.storage.redis import RedisStorage
-from tests.support import free_port
 
-from .conftest import FakeClock, RecordingMetrics
+from .conftest import FakeClock, RecordingMetrics, dead_redis_storage
 
 FREE = Limits(rpm=10, tpm=1000, daily_tokens=10_000, max_parallel=2)
 WIDE = Limits(rpm=1000, tpm=1_000_000, daily_tokens=10_000_000, max_parallel=1000)
@@ -151,7 +149,7 @@ async def test_free_user_with_ten_ordinary_requests_a_minute_is_never_refused(
 
 async def test_fail_closed_refuses_with_503_and_counts() -> None:
     metrics = RecordingMetrics()
-    dead = RedisStorage.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    dead = dead_redis_storage()
     lim = Limiter(dead, metrics, on_storage_error="closed", clock=FakeClock())
     d = await lim.admit("a", "free", FREE, SMALL)
     assert isinstance(d.error, LimiterUnavailable) and d.error.status == 503
@@ -161,7 +159,7 @@ async def test_fail_closed_refuses_with_503_and_counts() -> None:
 
 async def test_fail_open_serves_with_process_limits_and_counts() -> None:
     metrics = RecordingMetrics()
-    dead = RedisStorage.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    dead = dead_redis_storage()
     lim = Limiter(dead, metrics, on_storage_error="open", clock=FakeClock())
     lim1 = Limits(rpm=3, tpm=1000, daily_tokens=1000, max_parallel=10)
     results = [await lim.admit("a", "t", lim1, SMALL) for _ in range(4)]

@@ -1,4 +1,4 @@
-"""The limiter against a simple reference model and model-free invariants, on both storages.
+"""The limiter against a simple reference model and invariants, on both storages.
 
 Hypothesis draws the limits themselves (small enough that every check binds: requests, tokens, the day
 and the in-flight leases) and a run of admissions, settlements, lease renewals, clock steps landing on
@@ -6,9 +6,9 @@ window and lease edges, midnight crossings, and retries exactly at ``Retry-After
 
 - the model keeps every event in plain lists and recomputes each answer from scratch (no expiry, no
   running sums), so it shares no arithmetic with either storage;
-- invariants that need no model: never more than ``rpm`` admissions in any rolling minute, never more
-  than ``max_parallel`` unexpired leases, reservations within the minute and the day at admission, and
-  ``Retry-After`` exact: positive, the same refusal 1 ms before it, and that refusal gone at it (with
+- invariants that need no model's answers, only the admissions it recorded: never more than ``rpm``
+  admissions in any rolling minute, never more than ``max_parallel`` unexpired leases, reservations
+  within the minute and the day at admission, and ``Retry-After`` exact: positive, the same refusal 1 ms before it, and that refusal gone at it (with
   nothing else changed; a later check may still refuse).
 """
 
@@ -173,14 +173,12 @@ def cases(draw: Any) -> tuple[Limits, list[tuple]]:
 
 @dataclass
 class Harness:
-    """Runs operations against the limiter and the model, and checks what needs no model."""
+    """Runs operations against the limiter and the model, and checks the invariants."""
 
     limiter: Limiter
     clock: MsClock
     model: Model
     open_tickets: list[Any] = field(default_factory=list)
-    admitted: dict[str, list[int]] = field(default_factory=dict)  # subject -> admission ms
-    leases: dict[str, int] = field(default_factory=dict)  # ticket -> lease expiry, as the harness sees it
     last_refused: tuple[str, Cost, str, float] | None = None  # subject, cost, reason, retry_after
 
     async def admit(self, subject: str, cost: Cost) -> str | None:
@@ -192,13 +190,11 @@ class Harness:
             assert want is None, (subject, cost, want)
             assert decision.ticket.reserved == reserved
             self.open_tickets.append(decision.ticket)
-            times = self.admitted.setdefault(subject, [])
-            times.append(now)
-            # Invariants: RPM in every rolling minute, leases in flight, reservations within the limits.
-            assert sum(1 for t in times if now - WINDOW_MS < t <= now) <= lim.rpm
-            self.leases[ticket_id] = now + LEASE_TTL_MS
-            mine = {t.id for t in self.open_tickets if t.subject == subject}
-            assert sum(1 for t, until in self.leases.items() if t in mine and until > now) <= lim.max_parallel
+            # Invariants over what was admitted (the model's plain event lists): RPM in every rolling
+            # minute, leases in flight, reservations within the limits.
+            assert sum(1 for s, t in self.model.requests if s == subject and now - WINDOW_MS < t <= now) <= lim.rpm
+            in_flight = sum(1 for s, until in self.model.leases.values() if s == subject and until > now)
+            assert in_flight <= lim.max_parallel
             assert decision.usage is not None and decision.usage.tokens <= lim.tpm
             assert decision.usage.day_tokens <= lim.daily_tokens
             got = None
@@ -246,15 +242,14 @@ class Harness:
                 ticket = self.open_tickets.pop(item[1] % len(self.open_tickets))
                 await self.limiter.settle(ticket, item[2])
                 self.model.settle(ticket.subject, ticket.id, ticket.reserved, ticket.day, item[2], now)
-                self.leases.pop(ticket.id, None)
             elif item[0] == "advance":
                 self.clock.advance(item[1])
             elif item[0] == "edge":
                 _, which, delta = item
                 if which == "lease":
-                    ends = [until for until in self.leases.values() if until > now]
+                    ends = [until for _, until in self.model.leases.values() if until > now]
                 else:
-                    ends = [t + WINDOW_MS for times in self.admitted.values() for t in times if t + WINDOW_MS > now]
+                    ends = [t + WINDOW_MS for _, t in self.model.requests if t + WINDOW_MS > now]
                 if ends and min(ends) + delta > now:
                     self.clock.advance(min(ends) + delta - now)
             elif item[0] == "retry":
@@ -262,9 +257,6 @@ class Harness:
             elif item[0] == "renew":
                 await self.limiter.renew_leases()
                 self.model.renew([t.id for t in self.open_tickets], now)
-                for t in self.open_tickets:
-                    if self.leases[t.id] > now:
-                        self.leases[t.id] = now + LEASE_TTL_MS
         for subject in ("a", "b"):
             u = await self.limiter.usage(subject)
             got = (u.requests, u.tokens, u.day_tokens, u.in_flight, u.oldest_request_ms or -1, u.oldest_tokens_ms or -1)

@@ -171,9 +171,9 @@ def test_notifier_sends_datagrams_and_reads_the_watchdog_period(tmp_path: Path) 
     assert Notifier.from_env({}).send(READY="1") is False
 
 
-def _status_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PYTHON, "-m", "litellm_cloud.tunnel", "status", *args],
-                          check=False, capture_output=True, text=True, timeout=30)
+def _status_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PYTHON, "-m", "litellm_cloud.tunnel", "status", *args], env=env,
+                          check=False, capture_output=True, text=True, timeout=30)  # fmt: skip
 
 
 def test_status_command_exit_codes(tmp_path: Path) -> None:
@@ -204,8 +204,7 @@ status_file: {custom}
 forwards: [{{name: backend, remote_port: 8000, target: "localhost:8000"}}, {{name: gpu-1, remote_port: 8080, target: "10.0.0.5:8080"}}]
 """)
     env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
-    shown = subprocess.run([PYTHON, "-m", "litellm_cloud.tunnel", "status", "--config", str(good)], env=env,
-                           check=False, capture_output=True, text=True, timeout=30)
+    shown = _status_cli("--config", str(good), env=env)
     assert shown.returncode == 1 and "gpu-1: denied" in shown.stdout, shown.stderr
     broken = _write(tmp_path / "broken.yaml", good.read_text() + "keepalive: {interval: soon}\n")
     failed = _status_cli("--config", str(broken))
