@@ -20,6 +20,7 @@ from .auth import Auth, build_auth
 from .fleet.hook import FleetHook
 from .limits import build_limits_hook
 from .observability import Metrics, build_observability_hook
+from .playground import playground_router
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,10 @@ class Gateway:
     observability_hook: CustomLogger
 
     def routers(self) -> list[APIRouter]:
-        """Our own HTTP routes (revocation, usage, metrics), from whichever parts define them."""
+        """Our own HTTP routes (revocation, usage, metrics, the playground page), from whichever parts define them."""
         parts = (self.auth, self.limits_hook, self.observability_hook)
-        return [r for r in (getattr(p, "router", None) for p in parts) if isinstance(r, APIRouter)]
+        found = [r for r in (getattr(p, "router", None) for p in parts) if isinstance(r, APIRouter)]
+        return [*found, playground_router()]
 
     def mount(self, app: object) -> None:
         """Put our routes first in LiteLLM's FastAPI app, ahead of its catch-all routes."""
