@@ -145,7 +145,11 @@ def _demo_keys(keys_file: Path) -> list[dict[str, object]]:
 
 def banner(gw: DevGateway) -> str:
     """What a newcomer needs: where the gateway is, the demo keys, and curl lines to try."""
-    lines = [f"litellm-cloud dev gateway ready at {gw.url}", ""]
+    lines = [
+        f"litellm-cloud dev gateway ready at {gw.url}",
+        f"Playground (paste a demo key, chat in the browser): {gw.url}/playground",
+        "",
+    ]
     keys = _demo_keys(gw.keys_file) if gw.keys_file else []
     if keys:
         lines.append("Demo keys (development backend only):")

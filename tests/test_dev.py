@@ -78,6 +78,8 @@ def test_dev_gateway_serves_every_endpoint_and_stops_cleanly(tmp_path: Path) -> 
         assert r.status_code == 200 and r.json()["data"][0]["embedding"], r.text
         r = httpx.get(f"{base}/v1/models", headers=headers, timeout=30)
         assert r.status_code == 200 and "heartcode-default" in {m["id"] for m in r.json()["data"]}
+        assert f"{base}/playground" in text  # the banner names the page, and it answers without a key
+        assert httpx.get(f"{base}/playground", timeout=30).status_code == 200
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -19,7 +19,7 @@ from importlib.resources import files
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-__all__ = ["ASSETS", "CONTENT_SECURITY_POLICY", "PATH", "SECURITY_HEADERS", "playground_router"]
+__all__ = ["ASSETS", "CONTENT_SECURITY_POLICY", "CSP_DIRECTIVES", "PATH", "SECURITY_HEADERS", "playground_router"]
 
 #: Where the page is served; its assets live under ``PATH/``.
 PATH = "/playground"
@@ -32,20 +32,20 @@ ASSETS: dict[str, tuple[str, str]] = {
     f"{PATH}/favicon.svg": ("favicon.svg", "image/svg+xml"),
 }
 
-CONTENT_SECURITY_POLICY = "; ".join(
-    (
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "connect-src 'self'",
-        "img-src 'self'",
-        "base-uri 'none'",
-        "form-action 'none'",
-        "frame-ancestors 'none'",
-        # Every DOM write in app.js is textContent or an element API: a string-to-HTML sink is refused.
-        "require-trusted-types-for 'script'",
-    )
+#: This origin only, nothing inline, no <base>, no form submission, no framing.
+CSP_DIRECTIVES: tuple[str, ...] = (
+    "default-src 'none'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "connect-src 'self'",
+    "img-src 'self'",
+    "base-uri 'none'",
+    "form-action 'none'",
+    "frame-ancestors 'none'",
+    # Every DOM write in app.js is textContent or an element API: a string-to-HTML sink is refused.
+    "require-trusted-types-for 'script'",
 )
+CONTENT_SECURITY_POLICY = "; ".join(CSP_DIRECTIVES)
 
 SECURITY_HEADERS: dict[str, str] = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,

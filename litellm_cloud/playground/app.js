@@ -104,7 +104,7 @@
     if (Number.isFinite(remaining)) {
       meter.value = remaining;
       meter.dataset.remaining = String(remaining);
-      label.textContent = remaining + " of " + limit + " left" + (reset ? ", more from " + reset : "");
+      label.textContent = remaining + " of " + limit + " left" + (reset ? ", resets " + reset : "");
     } else {
       delete meter.dataset.remaining;
       label.textContent = "? of " + limit + " left (not counted right now)";
@@ -118,7 +118,7 @@
     };
     const reset = (name) => {
       const value = headers.get("x-ratelimit-reset-" + name);
-      return value ? "in " + value : "";
+      return value && value !== "0s" ? "in " + value : "";
     };
     if (!headers.has("x-ratelimit-limit-requests")) return;
     setMeter("requests", num("limit-requests"), num("remaining-requests"), reset("requests"));
@@ -141,7 +141,7 @@
     const m = usage.minute;
     setMeter("requests", m.requests.limit, m.requests.remaining, secs(m.requests.reset_seconds));
     setMeter("tokens", m.tokens.limit, m.tokens.remaining, secs(m.tokens.reset_seconds));
-    setMeter("day", usage.day.tokens.limit, usage.day.tokens.remaining, "00:00 UTC");
+    setMeter("day", usage.day.tokens.limit, usage.day.tokens.remaining, "at 00:00 UTC");
   }
 
   // --- the key -----------------------------------------------------------------------------------------

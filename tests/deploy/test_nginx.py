@@ -245,6 +245,23 @@ def test_admin_route_is_refused_by_nginx_not_missing_upstream(stack: Stack) -> N
             assert r.json()["error"]["code"] in ("route_not_allowed", "not_found")
 
 
+def test_the_playground_page_and_its_assets_pass_with_their_policy(stack: Stack) -> None:
+    from litellm_cloud.playground import ASSETS, CONTENT_SECURITY_POLICY
+
+    with stack.front.client() as client:
+        for path in ASSETS:
+            r = client.get(f"{stack.front.https}{path}")  # no key: the page is public
+            assert r.status_code == 200, (path, r.status_code, r.text[:200])
+            assert r.headers["content-security-policy"] == CONTENT_SECURITY_POLICY, path
+            assert "nosniff" in r.headers["x-content-type-options"] and r.headers["referrer-policy"] == "no-referrer"
+            assert "strict-transport-security" in r.headers
+        assert client.get(f"{stack.front.https}/playground/app.js").text == httpx.get(f"{stack.proxy_url}/playground/app.js").text
+        # Only the listed files: anything else under the prefix is nginx's 404, never forwarded.
+        for path in ("/playground/", "/playground/index.html", "/playground/../router/settings", "/playgroundx"):
+            r = client.get(f"{stack.front.https}{path}", headers={"Authorization": f"Bearer {MASTER_KEY}"})
+            assert r.status_code in (403, 404) and r.json()["error"]["code"] in ("not_found", "route_not_allowed"), path
+
+
 def test_unknown_paths_and_large_bodies_get_json_errors(stack: Stack) -> None:
     with stack.front.client() as client:
         missing = client.get(f"{stack.front.https}/nothing/here")

@@ -115,8 +115,7 @@ def test_a_reply_streams_in_token_by_token_and_the_requests_left_drop(
     assert len(lengths) >= 2, f"saw the reply at lengths {sorted(lengths)} only before it was complete"
     assert max(lengths) < len(final) and final.strip()
     playground.wait_remaining(9)
-    assert "rate" not in playground.text("left-requests")  # plain words: "9 of 10 left, ..."
-    assert playground.text("left-requests").startswith("9 of 10 left")
+    assert playground.text("left-requests").startswith("9 of 10 left, resets in ")
     assert playground.console_problems() == []
 
 
@@ -127,7 +126,9 @@ def test_a_429_is_explained_in_words(playground: Playground, gateway: Gateway) -
     headers = {"Authorization": f"Bearer {key('limit')}"}
     with httpx.Client(timeout=30) as client:
         for _ in range(10):
-            r = client.post(f"{gateway.base}/v1/chat/completions", headers=headers, json=chat("heartcode-default", max_tokens=1))
+            r = client.post(
+                f"{gateway.base}/v1/chat/completions", headers=headers, json=chat("heartcode-default", max_tokens=1)
+            )
             assert r.status_code == 200, r.text
     playground.send("Hello again")
     assert playground.wait_reply_done() == "error"
@@ -168,10 +169,11 @@ def test_the_copied_request_names_a_variable_and_runs_as_curl_and_python(
     assert "You answer in one line." in curl and "temperature=0.3" in python and "max_tokens=8" in python
 
     env = {**os.environ, "HEARTCODE_API_KEY": secret}
-    ran = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, env=env, timeout=60)
+    ran = subprocess.run(["bash", "-c", curl], check=False, capture_output=True, text=True, env=env, timeout=60)
     assert ran.returncode == 0 and "data: [DONE]" in ran.stdout, (ran.stdout, ran.stderr)
     (tmp_path / "snippet.py").write_text(python)
-    ran = subprocess.run([PYTHON, str(tmp_path / "snippet.py")], capture_output=True, text=True, env=env, timeout=90)
+    snippet = [PYTHON, str(tmp_path / "snippet.py")]
+    ran = subprocess.run(snippet, check=False, capture_output=True, text=True, env=env, timeout=90)
     assert ran.returncode == 0 and ran.stdout.strip(), (ran.stdout, ran.stderr)
 
     playground.el("include-key").click()  # asked for: now the real key is in the text
@@ -198,5 +200,5 @@ def test_the_key_stays_in_the_tab_only_when_asked_and_never_in_a_url(playground:
 def test_no_key_reached_a_url_or_the_proxy_log(gateway: Gateway) -> None:
     # Runs last: every key above went through the proxy; its log names keys by hash only.
     log = gateway.proxy.log_text()
-    assert "/playground" in log or "GET" in log or log  # the log exists and has content
+    assert "heartcode-chat-sfw" in log  # the proxy's own log, read whole
     assert [name for name, entry in KEYS.items() if str(entry["key"]) in log] == []
