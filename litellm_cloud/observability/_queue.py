@@ -4,8 +4,10 @@ Why not the SDK's ``BatchSpanProcessor``: when its queue is full it drops the ol
 and counts the drop only in the SDK's internal metrics (off unless an environment variable turns them on,
 and sent to the global meter provider); we need every drop in our own Prometheus counter. It also starts
 its thread at construction and ignores its export timeout. This one is ~100 lines: a bounded
-``queue.Queue``, one daemon thread started with the first span, batches of ``batch_size`` spans (or what
-arrived within ``flush_interval``), and a ``close`` that sends what is queued within a bound.
+``queue.Queue``, one daemon thread started with the first span, batches of at most ``batch_size`` spans
+and ``max_batch_bytes`` of attribute text (or what arrived within ``flush_interval``; the SDK's batches
+count spans only, and a request of 200 spans with 32,000-character contents would exceed what receivers
+accept), and a ``close`` that sends what is queued within a bound.
 
 ``on_end`` runs on the caller's thread (the proxy's event loop): it only puts the span on the queue, or
 counts it as dropped when the queue is full. It never waits. Sending, and the exporter's retries with
@@ -30,6 +32,16 @@ log = logging.getLogger("litellm_cloud.observability")
 
 #: ``(result, count, queued)`` with result ``sent`` | ``failed`` | ``dropped``.
 Report = Callable[[str, int, int], None]
+#: Langfuse's OTLP endpoint refuses bodies over a few MB; stay well below.
+MAX_BATCH_BYTES = 2_500_000
+
+
+def span_bytes(span: ReadableSpan) -> int:
+    """About what ``span`` adds to an OTLP request: its attribute keys and values, as UTF-8."""
+    size = 100 + len(span.name)
+    for key, value in (span.attributes or {}).items():
+        size += len(key) + (len(value.encode()) if isinstance(value, str) else len(str(value)))
+    return size
 
 
 class SpanQueue(SpanProcessor):
@@ -43,6 +55,7 @@ class SpanQueue(SpanProcessor):
         report: Report,
         max_queue: int = 10_000,
         batch_size: int = 200,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
         flush_interval: float = 1.0,
     ) -> None:
         self._exporter = exporter
@@ -50,6 +63,8 @@ class SpanQueue(SpanProcessor):
         self._report = report
         self._queue: queue.Queue[ReadableSpan] = queue.Queue(maxsize=max_queue)
         self._batch_size = batch_size
+        self._max_batch_bytes = max_batch_bytes
+        self._carry: ReadableSpan | None = None  # taken from the queue, too big for the last batch
         self._flush_interval = flush_interval
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -108,16 +123,24 @@ class SpanQueue(SpanProcessor):
                 self._thread.start()
 
     def _take_batch(self) -> list[ReadableSpan]:
-        try:
-            first = self._queue.get(timeout=0.05 if self._stopping.is_set() else self._flush_interval)
-        except queue.Empty:
-            return []
-        batch = [first]
+        first, self._carry = self._carry, None
+        if first is None:
+            try:
+                first = self._queue.get(timeout=0.05 if self._stopping.is_set() else self._flush_interval)
+            except queue.Empty:
+                return []
+        batch, size = [first], span_bytes(first)
         while len(batch) < self._batch_size:
             try:
-                batch.append(self._queue.get_nowait())
+                span = self._queue.get_nowait()
             except queue.Empty:
                 break
+            span_size = span_bytes(span)
+            if size + span_size > self._max_batch_bytes:
+                self._carry = span  # first of the next batch
+                break
+            batch.append(span)
+            size += span_size
         return batch
 
     def _run(self) -> None:
@@ -125,7 +148,7 @@ class SpanQueue(SpanProcessor):
             batch = self._take_batch()
             if batch:
                 self._send(batch)
-            elif self._stopping.is_set():
+            elif self._stopping.is_set() and self._carry is None:
                 return
 
     def _send(self, batch: list[ReadableSpan]) -> None:

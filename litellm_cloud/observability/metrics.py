@@ -149,6 +149,7 @@ class Metrics:
         )
         for result in LANGFUSE_RESULTS:
             self._langfuse.labels(result, "langfuse")  # export zeros, so rate() works from the first scrape
+        self._langfuse_queue.labels("langfuse").set(0)
 
     @classmethod
     def create(cls) -> Metrics:
