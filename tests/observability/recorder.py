@@ -2,7 +2,7 @@
 
 It answers ``POST .../v1/traces`` as an OTLP/HTTP receiver does (200 and an empty protobuf
 ``ExportTraceServiceResponse``), or with the statuses scripted in ``fail_with`` first (503, 429, ...), or
-never (``hang``). Anything else gets 404, as a server without that endpoint would. Spans are decoded
+never (``hang``), or after ``delay`` seconds. Anything else gets 404, as a server without that endpoint would. Spans are decoded
 with ``opentelemetry-proto`` from the requests it *accepted*, so a retried batch counts once.
 """
 
@@ -99,6 +99,7 @@ def decode(body: bytes) -> list[Span]:
 @dataclass
 class _State:
     hang: bool = False
+    delay: float = 0.0
     fail_with: list[int] = field(default_factory=list)
     connections: int = 0
     requests: list[Received] = field(default_factory=list)
@@ -134,6 +135,8 @@ class _Handler(BaseHTTPRequestHandler):
         if state.hang:
             state.release.wait(60)  # accepts and never answers
             return
+        if state.delay:
+            state.release.wait(state.delay)  # a slow receiver
         if not self.path.endswith(TRACES_SUFFIX):
             status, reply, kind = 404, b'{"message":"not found"}', "application/json"
         elif scripted is not None:
@@ -151,9 +154,9 @@ class _Handler(BaseHTTPRequestHandler):
 class Recorder:
     """Start with ``with Recorder() as rec``; ``rec.url`` is the base URL to give as ``LANGFUSE_HOST``."""
 
-    def __init__(self, *, hang: bool = False, fail_with: list[int] | None = None) -> None:
+    def __init__(self, *, hang: bool = False, delay: float = 0.0, fail_with: list[int] | None = None) -> None:
         self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.state = _State(hang=hang, fail_with=list(fail_with or []))
+        self._server.state = _State(hang=hang, delay=delay, fail_with=list(fail_with or []))
         self.port = int(self._server.server_address[1])
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="recorder", daemon=True)

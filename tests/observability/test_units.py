@@ -129,16 +129,22 @@ def test_no_tracing_without_both_keys_or_an_endpoint() -> None:
         _settings(HEARTCODE_OTLP_ENDPOINT="tempo:4318")
 
 
-def test_spans_ignore_the_callers_active_span_and_use_the_call_id(tmp_path: Path) -> None:
+def test_spans_ignore_the_callers_active_span_and_a_client_chosen_call_id() -> None:
     with Recorder() as recorder:
         tracing = Tracing([langfuse_target(recorder.url, Secret("pk"), Secret("sk"))], flush_interval=0.01)
         other = TracerProvider().get_tracer("someone-else")
-        record = _record_of(call_id=str(uuid.uuid4()))
+        chosen = str(uuid.uuid4())
+        record = _record_of(call_id=chosen)
+        sneaky = _record_of(call_id="hc-sk-live-0123456789abcdef")
         with other.start_as_current_span("a span of another library"):
             tracing.submit(record, redact=False)
+        tracing.submit(sneaky, redact=False)
         tracing.close(5)
-        [(tid, trace)] = recorder.traces().items()
-    assert tid == uuid.UUID(record.call_id).hex and trace["root"].parent_span_id == ""
+        traces = list(recorder.traces().items())
+        raw = b"".join(r.body for r in recorder.requests)
+    [(tid, trace), _] = traces
+    assert tid != uuid.UUID(chosen).hex and trace["root"].parent_span_id == ""
+    assert trace["root"].metadata["call_id"] == chosen and b"hc-sk-live" not in raw
     assert [c.parent_span_id for c in trace["children"]] == [trace["root"].span_id]
 
 
