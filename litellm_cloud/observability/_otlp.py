@@ -5,7 +5,9 @@ spans of other libraries (LiteLLM's own OpenTelemetry hooks, HTTP client instrum
 attributes, raw keys included, and code elsewhere setting it would redirect ours. Spans are built after
 the fact from a ``RequestRecord`` with the times LiteLLM measured (``start_span(start_time=...)``,
 ``end(end_time=...)``), with an explicit empty parent context so that no span active in the caller's
-context can become their parent. The trace id is LiteLLM's call id (see ``_CallIds``).
+context can become their parent. Trace ids are random: LiteLLM's call id can be chosen by the client
+(``x-litellm-call-id``), so a trace id made from it would let a client write into another's trace; the
+call id is kept, scrubbed, in the trace's metadata instead.
 
 Each export target (Langfuse; optionally any OTLP collector) gets its own ``SpanQueue``, so a collector
 that hangs cannot hold Langfuse's traces back. Targets are built only when configured: without Langfuse
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -26,14 +27,13 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
-from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
 from .._config import Secret
 from ._queue import SpanQueue
 from ._record import RequestRecord
-from ._spans import SpanSpec, request_spans, trace_id
+from ._spans import SpanSpec, request_spans
 
 #: Langfuse's OTLP/HTTP traces endpoint, under ``LANGFUSE_HOST``.
 LANGFUSE_OTLP_PATH = "/api/public/otel/v1/traces"
@@ -79,25 +79,6 @@ def parse_headers(text: str) -> dict[str, Secret]:
     return headers
 
 
-class _CallIds(IdGenerator):
-    """Random span ids; the trace id of the next root span set just before it starts (LiteLLM's call id).
-
-    So a Langfuse trace id is the call id LiteLLM logs, without hex guessing. Set and used under
-    ``Tracing._lock``, by the one thread that builds a request's spans.
-    """
-
-    def __init__(self) -> None:
-        self._random = RandomIdGenerator()
-        self.next_trace_id: int | None = None
-
-    def generate_span_id(self) -> int:
-        return self._random.generate_span_id()
-
-    def generate_trace_id(self) -> int:
-        chosen, self.next_trace_id = self.next_trace_id, None
-        return chosen or self._random.generate_trace_id()
-
-
 def otlp_exporter(target: Target, timeout: float) -> OTLPSpanExporter:
     """The SDK's OTLP/HTTP protobuf exporter for ``target``; ``timeout`` bounds one export, retries included."""
     return OTLPSpanExporter(
@@ -125,14 +106,11 @@ class Tracing:
         reporter = report or (lambda target, result, count, queued: None)
         make = exporter_factory or (lambda target: otlp_exporter(target, export_timeout))
         self.targets = tuple(targets)
-        self._ids = _CallIds()
-        self._lock = threading.Lock()
         # Resource attributes chosen here: Resource.create() would merge OTEL_RESOURCE_ATTRIBUTES and
         # detectors (process command line...), which we do not vouch for.
         self._provider = TracerProvider(
             resource=Resource({"service.name": SCOPE}),
             sampler=ALWAYS_ON,  # not OTEL_TRACES_SAMPLER: an environment meant for another app
-            id_generator=self._ids,
             span_limits=SpanLimits(max_span_attributes=128, max_attributes=128),
             shutdown_on_exit=False,  # the gateway closes us (see close), within its own bound
         )
@@ -152,9 +130,7 @@ class Tracing:
     def submit(self, record: RequestRecord, *, redact: bool) -> None:
         """Build the request's spans and queue them for every target; never waits for the network."""
         root = request_spans(record, redact=redact)
-        with self._lock:
-            self._ids.next_trace_id = trace_id(record)
-            self._emit(root, Context(), SpanKind.SERVER)
+        self._emit(root, Context(), SpanKind.SERVER)
 
     def _emit(self, spec: SpanSpec, parent: Context, kind: SpanKind) -> None:
         span = self._tracer.start_span(

@@ -3,7 +3,7 @@
 Why not the SDK's ``BatchSpanProcessor``: when its queue is full it drops the oldest span with a log line
 and counts the drop only in the SDK's internal metrics (off unless an environment variable turns them on,
 and sent to the global meter provider); we need every drop in our own Prometheus counter. It also starts
-its thread at construction and ignores its export timeout. This one is ~100 lines: a bounded
+its thread at construction and ignores its export timeout. This one is ~170 lines: a bounded
 ``queue.Queue``, one daemon thread started with the first span, batches of at most ``batch_size`` spans
 and ``max_batch_bytes`` of attribute text (or what arrived within ``flush_interval``; the SDK's batches
 count spans only, and a request of 200 spans with 32,000-character contents would exceed what receivers

@@ -19,13 +19,12 @@ model group says so, or when the group is unknown (the caller decides, see ``Obs
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ._record import RequestRecord
+from ._record import RequestRecord, scrub
 
 REDACTED = "[redacted]"
 MAX_CONTENT_CHARS = 32_000  # per field: keeps a batch of 200 spans far below the 4 MB Langfuse accepts
@@ -78,15 +77,6 @@ def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def trace_id(record: RequestRecord) -> int | None:
-    """The OpenTelemetry trace id: LiteLLM's call id (a UUID, 128 bits like a trace id), or None."""
-    try:
-        value = uuid.UUID(record.call_id).int
-    except (ValueError, AttributeError, TypeError):
-        return None
-    return value or None
-
-
 def content(value: Any, *, redact: bool) -> str | None:
     """Content as JSON text for Langfuse: ``REDACTED`` if ``redact``, bounded to ``MAX_CONTENT_CHARS``."""
     if value is None:
@@ -123,7 +113,7 @@ def metadata(record: RequestRecord, *, redact: bool) -> dict[str, AttributeValue
         "time_to_first_token_ms": round((record.first_token - record.start) * 1000, 1) if record.first_token else None,
         "redacted": redact,
         "error": record.error,
-        "call_id": record.call_id or None,
+        "call_id": scrub(record.call_id, 64) or None,  # the client may choose it (x-litellm-call-id)
     }
     return {k: v for k, v in values.items() if v is not None}
 
