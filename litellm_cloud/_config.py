@@ -70,7 +70,9 @@ FIELDS: tuple[Field, ...] = (
     Field("LITELLM_MASTER_KEY", "", "LiteLLM admin key (admin routes); keep secret"),
     Field("LANGFUSE_PUBLIC_KEY", "", "Langfuse public key; tracing is on only when both keys are set"),
     Field("LANGFUSE_SECRET_KEY", "", "Langfuse secret key"),
-    Field("LANGFUSE_HOST", "https://cloud.langfuse.com", "Langfuse base URL (self-hosted or cloud)"),
+    Field("LANGFUSE_HOST", "https://cloud.langfuse.com", "Langfuse base URL (cloud, or self-hosted v3.22+); traces go to its OTLP endpoint /api/public/otel/v1/traces"),
+    Field("HEARTCODE_OTLP_ENDPOINT", "", "also send the traces to this OTLP/HTTP traces URL (Tempo, Jaeger, a collector: http://host:4318/v1/traces); empty: none"),
+    Field("HEARTCODE_OTLP_HEADERS", "", "headers for HEARTCODE_OTLP_ENDPOINT, key=value,key2=value2 (secret)"),
     Field("HEARTCODE_METRICS_TOKEN", "", "Bearer token for /metrics; empty: master key only"),
 )
 _DEFAULTS = {f.env: f.default for f in FIELDS}
@@ -127,12 +129,19 @@ class Settings:
     langfuse_public_key: Secret
     langfuse_secret_key: Secret
     langfuse_host: str
+    otlp_endpoint: str
+    otlp_headers: Secret
     metrics_token: Secret
     base_dir: Path = field(default_factory=Path.cwd)
 
     @property
     def langfuse_enabled(self) -> bool:
         return bool(self.langfuse_public_key) and bool(self.langfuse_secret_key)
+
+    @property
+    def tracing_enabled(self) -> bool:
+        """Traces are built when they go somewhere: Langfuse (both keys) or an OTLP endpoint."""
+        return self.langfuse_enabled or bool(self.otlp_endpoint)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], base_dir: Path | None = None) -> Settings:
@@ -146,6 +155,12 @@ class Settings:
             raise ConfigError(
                 f"HEARTCODE_LIMITS_STORAGE={storage!r}: unknown scheme; use memory:// (one process) "
                 "or redis://host:port/db (shared by replicas)"
+            )
+        otlp_endpoint = _get(env, "HEARTCODE_OTLP_ENDPOINT").strip()
+        if otlp_endpoint and not otlp_endpoint.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"HEARTCODE_OTLP_ENDPOINT={otlp_endpoint!r}: expected the http:// or https:// URL of an OTLP/HTTP "
+                "traces endpoint, e.g. http://tempo:4318/v1/traces"
             )
         tiers = Tiers.load(base / _get(env, "HEARTCODE_TIERS_FILE"))
         fleet = load_manifest(base / _get(env, "HEARTCODE_FLEET_FILE"))
@@ -171,6 +186,8 @@ class Settings:
             langfuse_public_key=Secret(_get(env, "LANGFUSE_PUBLIC_KEY")),
             langfuse_secret_key=Secret(_get(env, "LANGFUSE_SECRET_KEY")),
             langfuse_host=_get(env, "LANGFUSE_HOST").rstrip("/"),
+            otlp_endpoint=otlp_endpoint,
+            otlp_headers=Secret(_get(env, "HEARTCODE_OTLP_HEADERS")),
             metrics_token=Secret(_get(env, "HEARTCODE_METRICS_TOKEN")),
             base_dir=base,
         )

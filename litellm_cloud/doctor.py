@@ -9,7 +9,8 @@ litellm-cloud doctor``; on the host, ``--map host.docker.internal=172.17.0.1``).
   append-only persistence on;
 - one line per GPU deployment of the rendered config (``GET {api_base}/models``, never a completion),
   and one per model group (how many of its deployments are up);
-- langfuse: off without keys; with keys, the host answers and accepts them;
+- langfuse: off without keys; with keys, its OTLP endpoint exists and accepts them (an empty export);
+  the OTLP collector of ``HEARTCODE_OTLP_ENDPOINT`` likewise, when set;
 - tls: the certificate's expiry (and that ``server.key`` belongs to it).
 
 Checks run concurrently with a per-request ``timeout``; every probe takes an injected ``httpx.Client``
@@ -214,27 +215,58 @@ def check_redis(setting: str, url: str, options: DoctorOptions) -> Check:
     return Check(name, "ok", f"{_redacted(url)}: answers")
 
 
+#: An empty OTLP ``ExportTraceServiceRequest``: valid protobuf, no span. Probes auth and the endpoint only.
+EMPTY_EXPORT = b""
+_NO_OTLP = "no OTLP traces endpoint (HTTP {status}): Langfuse needs v3.22 or later (self-hosted: upgrade)"
+
+
+def _post_empty_export(client: httpx.Client, url: str, options: DoctorOptions, **kwargs: Any) -> httpx.Response:
+    headers = {"content-type": "application/x-protobuf", **kwargs.pop("headers", {})}
+    return client.post(_mapped(url, options.host_map), content=EMPTY_EXPORT, headers=headers,
+                       timeout=options.timeout, **kwargs)  # fmt: skip
+
+
 def check_langfuse(settings: Settings, client: httpx.Client, options: DoctorOptions) -> Check:
-    """Off without keys; with both keys, the host is reachable and accepts them."""
+    """Off without keys; with both, Langfuse's OTLP endpoint exists and accepts them (an empty export)."""
+    from .observability._otlp import LANGFUSE_OTLP_PATH
+
     public, secret = settings.langfuse_public_key, settings.langfuse_secret_key
     if not public and not secret:
         return Check("langfuse", "ok", "tracing off (LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY not set)")
     if not (public and secret):
         missing = "LANGFUSE_SECRET_KEY" if public else "LANGFUSE_PUBLIC_KEY"
         return Check("langfuse", "fail", f"{missing} is not set: tracing stays off until both keys are set")
-    host = _mapped(settings.langfuse_host, options.host_map)
+    host = settings.langfuse_host
     try:
-        health = client.get(f"{host}/api/public/health", timeout=options.timeout)
-        if health.status_code != 200:
-            return Check("langfuse", "fail", f"{settings.langfuse_host}: HTTP {health.status_code} on /api/public/health")
-        auth = client.get(f"{host}/api/public/projects", auth=(public.reveal(), secret.reveal()), timeout=options.timeout)
+        r = _post_empty_export(client, host + LANGFUSE_OTLP_PATH, options, auth=(public.reveal(), secret.reveal()))
     except httpx.HTTPError as exc:
-        return Check("langfuse", "fail", f"{settings.langfuse_host}: {_failure(exc, options.timeout)}")
-    if auth.status_code in (401, 403):
-        return Check("langfuse", "fail", f"{settings.langfuse_host}: reachable, but the keys are refused (HTTP {auth.status_code})")
-    if auth.status_code != 200:
-        return Check("langfuse", "warn", f"{settings.langfuse_host}: reachable; key check answered HTTP {auth.status_code}")
-    return Check("langfuse", "ok", f"{settings.langfuse_host}: reachable, keys accepted")
+        return Check("langfuse", "fail", f"{host}: {_failure(exc, options.timeout)}")
+    if r.status_code in (401, 403):
+        return Check("langfuse", "fail", f"{host}: reachable, but the keys are refused (HTTP {r.status_code})")
+    if r.status_code in (404, 405):
+        return Check("langfuse", "fail", f"{host}: {_NO_OTLP.format(status=r.status_code)}")
+    if r.is_success or r.status_code == 400:  # 400: keys passed, the empty request was judged
+        return Check("langfuse", "ok", f"{host}: OTLP endpoint reachable, keys accepted")
+    return Check("langfuse", "warn", f"{host}: OTLP endpoint answered HTTP {r.status_code}")
+
+
+def check_otlp(settings: Settings, client: httpx.Client, options: DoctorOptions) -> Check:
+    """``HEARTCODE_OTLP_ENDPOINT`` answers an empty export with its headers."""
+    from .observability._otlp import parse_headers
+
+    url = settings.otlp_endpoint
+    headers = {k: v.reveal() for k, v in parse_headers(settings.otlp_headers.reveal()).items()}
+    try:
+        r = _post_empty_export(client, url, options, headers=headers)
+    except httpx.HTTPError as exc:
+        return Check("otlp collector", "fail", f"{url}: {_failure(exc, options.timeout)}")
+    if r.status_code in (401, 403):
+        return Check("otlp collector", "fail", f"{url}: refused (HTTP {r.status_code}): check HEARTCODE_OTLP_HEADERS")
+    if r.status_code in (404, 405):
+        return Check("otlp collector", "fail", f"{url}: HTTP {r.status_code}: not an OTLP/HTTP traces URL (…/v1/traces)")
+    if r.is_success or r.status_code == 400:
+        return Check("otlp collector", "ok", f"{url}: accepts OTLP exports")
+    return Check("otlp collector", "warn", f"{url}: answered HTTP {r.status_code}")
 
 
 def check_certificate(cert: Path, now: dt.datetime, warn_days: int) -> Check:
@@ -299,6 +331,8 @@ def run_checks(
                 futures.append(pool.submit(check_backend, settings, http, options, clock))
                 futures += [pool.submit(check_redis, name, url, options) for name, url in redis_urls(settings).items()]
                 futures.append(pool.submit(check_langfuse, settings, http, options))
+                if settings.otlp_endpoint:
+                    futures.append(pool.submit(check_otlp, settings, http, options))
             gpu_futures = [pool.submit(check_gpu, d, http, options, clock) for d in deployments]
             futures.append(pool.submit(check_certificate, options.cert, now(), options.cert_warn_days))
             service_checks = [f.result() for f in futures]

@@ -1,13 +1,15 @@
-"""Observability: Prometheus metrics and Langfuse traces for every request.
+"""Observability: Prometheus metrics and OpenTelemetry traces (Langfuse, any OTLP collector) per request.
 
 ``build_observability_hook(settings, metrics)`` returns the LiteLLM callback (``ObservabilityHook``)
-that records metrics and traces; its ``router`` carries ``GET /metrics``. Langfuse is used only when
-both keys are set; otherwise no exporter exists and no connection is ever made. See
-docs/observability.md for the metrics, the trace fields and why the exporter is our own.
+that records metrics and traces; its ``router`` carries ``GET /metrics``. Traces go to Langfuse only when
+both keys are set, and to ``HEARTCODE_OTLP_ENDPOINT`` when it is set; with neither, no ``Tracing``
+exists and no connection is ever made. See docs/observability.md for the metrics, the span attributes
+and why the exporter is built this way.
 """
 
 from __future__ import annotations
 
+import atexit
 import importlib
 from typing import TYPE_CHECKING, Any
 
@@ -16,11 +18,11 @@ from .metrics import Metrics
 
 if TYPE_CHECKING:
     from ._hook import ObservabilityHook
-    from ._langfuse import LangfuseExporter
+    from ._otlp import Tracing
 
-# The LiteLLM hook (and litellm itself, ~150 MB and ~3.5 s to import) and the Langfuse exporter (httpx)
+# The LiteLLM hook (and litellm itself, ~150 MB and ~3.5 s to import) and the tracing (OpenTelemetry SDK)
 # load only when asked for: the tunnel process serves these metrics too and needs neither.
-_LAZY = {"ObservabilityHook": "._hook", "LangfuseExporter": "._langfuse"}
+_LAZY = {"ObservabilityHook": "._hook", "Tracing": "._otlp"}
 
 
 def __getattr__(name: str) -> Any:
@@ -29,18 +31,21 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def build_exporter(settings: Settings, metrics: Metrics) -> LangfuseExporter | None:
-    """The Langfuse exporter, or ``None`` unless both Langfuse keys are set."""
+def build_tracing(settings: Settings, metrics: Metrics) -> Tracing | None:
+    """The request tracing, or ``None`` unless Langfuse's keys or ``HEARTCODE_OTLP_ENDPOINT`` are set."""
     metrics.langfuse_enabled(settings.langfuse_enabled)
-    if not settings.langfuse_enabled:
+    if not settings.tracing_enabled:
         return None
-    from ._langfuse import LangfuseExporter
+    from ._otlp import Target, Tracing, langfuse_target, parse_headers
 
-    return LangfuseExporter(
-        settings.langfuse_host,
-        settings.langfuse_public_key,
-        settings.langfuse_secret_key,
-        report=lambda result, count, queued: metrics.langfuse_events(result, count, queued=queued),
+    targets = []
+    if settings.langfuse_enabled:
+        targets.append(langfuse_target(settings.langfuse_host, settings.langfuse_public_key, settings.langfuse_secret_key))
+    if settings.otlp_endpoint:
+        targets.append(Target("otlp", settings.otlp_endpoint, parse_headers(settings.otlp_headers.reveal())))
+    return Tracing(
+        targets,
+        report=lambda target, result, count, queued: metrics.langfuse_events(result, count, queued=queued, target=target),
     )
 
 
@@ -62,12 +67,17 @@ def build_observability_hook(settings: Settings, metrics: Metrics) -> Observabil
         model_groups=list(fleet.groups),
         deployments={server.name: group for group, server in fleet.servers()},
     )
-    return ObservabilityHook(
+    hook = ObservabilityHook(
         manifest=fleet,
         metrics=metrics,
-        exporter=build_exporter(settings, metrics),
+        tracing=build_tracing(settings, metrics),
         router=metrics_router(metrics, (settings.metrics_token, settings.master_key)),
     )
+    # Spans still queued are sent at process exit (bounded). LiteLLM 1.103.7's app has a lifespan of its
+    # own, already running when this is built, and no shutdown hook for callbacks; uvicorn re-raises SIGTERM
+    # after its graceful shutdown, which ``litellm_cloud.proxy`` turns into a normal exit, so atexit runs.
+    atexit.register(hook.close)
+    return hook
 
 
-__all__ = ["LangfuseExporter", "Metrics", "ObservabilityHook", "build_exporter", "build_observability_hook"]
+__all__ = ["Metrics", "ObservabilityHook", "Tracing", "build_observability_hook", "build_tracing"]

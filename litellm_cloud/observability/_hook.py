@@ -1,4 +1,4 @@
-"""The LiteLLM callback that turns every finished request into metrics and one Langfuse trace.
+"""The LiteLLM callback that turns every finished request into metrics and one trace (Langfuse, OTLP).
 
 Which LiteLLM callback says what (1.103.7, measured):
 
@@ -9,7 +9,7 @@ Which LiteLLM callback says what (1.103.7, measured):
   included. Final for failures: it records the outcome and the trace.
 
 Nothing here may fail or slow a request: every callback catches its own errors, and traces go to the
-exporter's queue, never to the network.
+exporters' queues, never to the network.
 """
 
 from __future__ import annotations
@@ -24,22 +24,21 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from ..fleet.manifest import Manifest
 from . import _record
-from ._langfuse import LangfuseExporter
-from ._trace import trace_events
+from ._otlp import Tracing
 from .metrics import OTHER, Metrics
 
 log = logging.getLogger("litellm_cloud.observability")
 
 
 class ObservabilityHook(CustomLogger):
-    """Records ``Metrics`` for every request and, when an exporter is given, a Langfuse trace."""
+    """Records ``Metrics`` for every request and, when ``tracing`` is given, its trace."""
 
     def __init__(
         self,
         *,
         manifest: Manifest,
         metrics: Metrics,
-        exporter: LangfuseExporter | None,
+        tracing: Tracing | None,
         clock: Callable[[], float] = time.time,
         router: APIRouter | None = None,
     ) -> None:
@@ -48,7 +47,7 @@ class ObservabilityHook(CustomLogger):
         self.router = router
         self._manifest = manifest
         self._metrics = metrics
-        self._exporter = exporter
+        self._tracing = tracing
         self._clock = clock
 
     def redacts(self, model_group: str | None) -> bool:
@@ -65,8 +64,13 @@ class ObservabilityHook(CustomLogger):
             self._metrics.request_latency(group, rec.end - rec.start, stream=rec.stream)
             if rec.first_token is not None:
                 self._metrics.time_to_first_token(group, rec.first_token - rec.start)
-        if self._exporter is not None:
-            self._exporter.submit(trace_events(rec, redact=self.redacts(rec.model_group), now=self._clock()))
+        if self._tracing is not None:
+            self._tracing.submit(rec, redact=self.redacts(rec.model_group))
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Send the traces still queued (at most ``timeout`` seconds per target); at process exit."""
+        if self._tracing is not None:
+            self._tracing.close(timeout)
 
     async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         try:

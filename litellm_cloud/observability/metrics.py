@@ -11,7 +11,7 @@ Who records what:
 - auth: ``auth_cache``, ``backend_validation``
 - limits: ``limiter_refusal``, ``limiter_storage_fallback``
 - the observability hook (once per request): ``request_finished``, ``tokens``, ``request_latency``,
-  ``time_to_first_token``, ``deployment_call``; its Langfuse exporter: ``langfuse_events``.
+  ``time_to_first_token``, ``deployment_call``; its trace queues: ``langfuse_events``.
   Other parts must not call these, or requests would be counted twice.
 """
 
@@ -33,6 +33,8 @@ BACKEND_OUTCOMES = ("valid", "invalid", "unavailable", "timeout", "error")
 LIMIT_KINDS = ("rate_limited", "daily_quota_exceeded", "concurrency_limited")
 FALLBACK_MODES = ("open", "closed")
 LANGFUSE_RESULTS = ("sent", "failed", "dropped")
+#: Trace export targets: Langfuse and the OTLP collector of HEARTCODE_OTLP_ENDPOINT.
+TRACE_TARGETS = ("langfuse", "otlp")
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -135,17 +137,19 @@ class Metrics:
             ["mode"], registry=r,
         )  # fmt: skip
         self._langfuse = Counter(
-            "litellm_cloud_langfuse_events", "Langfuse trace events: sent, failed (Langfuse errored), dropped (queue full).",
-            ["result"], registry=r,
+            "litellm_cloud_langfuse_events",
+            "Trace spans by target (langfuse, otlp): sent, failed (target refused or timed out), dropped (queue full).",
+            ["result", "target"], registry=r,
         )  # fmt: skip
         self._langfuse_queue = Gauge(
-            "litellm_cloud_langfuse_queue_events", "Trace events waiting to be sent to Langfuse.", registry=r
+            "litellm_cloud_langfuse_queue_events", "Trace spans waiting to be sent, by target.", ["target"], registry=r
         )
         self._langfuse_enabled = Gauge(
             "litellm_cloud_langfuse_enabled", "1 when traces are exported to Langfuse (both keys set).", registry=r
         )
         for result in LANGFUSE_RESULTS:
-            self._langfuse.labels(result)  # export zeros, so rate() works from the first scrape
+            self._langfuse.labels(result, "langfuse")  # export zeros, so rate() works from the first scrape
+        self._langfuse_queue.labels("langfuse").set(0)
 
     @classmethod
     def create(cls) -> Metrics:
@@ -216,9 +220,12 @@ class Metrics:
         """Whether this process exports traces at all."""
         self._langfuse_enabled.set(1 if enabled else 0)
 
-    def langfuse_events(self, result: str, count: int = 1, *, queued: int | None = None) -> None:
-        """``count`` trace events ``sent`` | ``failed`` | ``dropped``; ``queued``: events still waiting."""
+    def langfuse_events(
+        self, result: str, count: int = 1, *, queued: int | None = None, target: str = "langfuse"
+    ) -> None:
+        """``count`` spans ``sent`` | ``failed`` | ``dropped`` for ``target``; ``queued``: spans still waiting."""
+        target = target if target in TRACE_TARGETS else OTHER
         if count > 0:
-            self._langfuse.labels(result if result in LANGFUSE_RESULTS else OTHER).inc(count)
+            self._langfuse.labels(result if result in LANGFUSE_RESULTS else OTHER, target).inc(count)
         if queued is not None:
-            self._langfuse_queue.set(queued)
+            self._langfuse_queue.labels(target).set(queued)

@@ -174,7 +174,7 @@ def test_container_runs_what_the_tests_run(plain: dict[str, Any]) -> None:
     assert args.command == "proxy" and args.func.__name__ == "_proxy"
     assert (args.config, args.host, args.port, args.workers) == (Path("/app/config.yaml"), "0.0.0.0", 4000, 1)
     assert proxy_argv(args.config, host=args.host, port=args.port, workers=args.workers)[2:] == [
-        "litellm.proxy.proxy_cli", "--config", "/app/config.yaml", "--host", "0.0.0.0", "--port", "4000",
+        "litellm_cloud.proxy", "--config", "/app/config.yaml", "--host", "0.0.0.0", "--port", "4000",
         "--num_workers", "1"]
     # /app/config.yaml is a rendered config of the repo; /app is the home (working dir) with custom_auth.py.
     mounts = {v["target"]: Path(v["source"]) for v in litellm["volumes"]}

@@ -44,16 +44,17 @@ class World:
 
 
 class FakeLangfuse:
-    """Answers /api/public/health, and /api/public/projects for the keys pk-test/sk-test only."""
+    """Langfuse's OTLP endpoint for the keys pk-test/sk-test only; ``/old`` is a Langfuse without one."""
 
     def __init__(self) -> None:
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
                 good = "Basic " + base64.b64encode(b"pk-test:sk-test").decode()
-                if self.path == "/api/public/health":
-                    status = 200
-                elif self.path == "/api/public/projects":
+                if self.path == "/api/public/otel/v1/traces":
                     status = 200 if self.headers.get("Authorization") == good else 401
+                elif self.path == "/collector/v1/traces":
+                    status = 200 if self.headers.get("x-token") == "t0k" else 403
                 else:
                     status = 404
                 body = json.dumps({"status": status}).encode()
@@ -159,9 +160,10 @@ def test_no_redis_configured_is_a_warning(world: World) -> None:
     ({"LANGFUSE_PUBLIC_KEY": "pk-test", "LANGFUSE_SECRET_KEY": "wrong"}, "fake", "fail", "keys are refused"),
     ({"LANGFUSE_PUBLIC_KEY": "pk-test", "LANGFUSE_SECRET_KEY": "sk-test"}, "dead", "fail", "unreachable"),
     ({"LANGFUSE_PUBLIC_KEY": "pk-test"}, "fake", "fail", "LANGFUSE_SECRET_KEY is not set"),
+    ({"LANGFUSE_PUBLIC_KEY": "pk-test", "LANGFUSE_SECRET_KEY": "sk-test"}, "old", "fail", "no OTLP traces endpoint (HTTP 404)"),
 ])
 def test_langfuse(world: World, keys: dict[str, str], host: str, status: str, words: str) -> None:
-    url = world.langfuse_url if host == "fake" else f"http://127.0.0.1:{free_port()}"
+    url = {"fake": world.langfuse_url, "old": world.langfuse_url + "/old"}.get(host, f"http://127.0.0.1:{free_port()}")
     checks = run_checks(world.env(LANGFUSE_HOST=url, **keys), world.options(), base_dir=REPO)
     langfuse = by_name(checks)["langfuse"]
     assert langfuse.status == status and words in langfuse.detail
@@ -206,3 +208,13 @@ def test_cli_lines_exit_code_and_host_map(world: World) -> None:
     assert any(line.startswith("FAIL  backend") for line in unmapped.stdout.splitlines())
     bad_map = subprocess.run([*argv, "--map", "nonsense"], check=False, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert bad_map.returncode == 2 and "HOST=ADDRESS" in bad_map.stderr
+
+
+@pytest.mark.parametrize(("headers", "status", "words"), [
+    ("x-token=t0k", "ok", "accepts OTLP exports"),
+    ("x-token=nope", "fail", "check HEARTCODE_OTLP_HEADERS"),
+])
+def test_otlp_collector(world: World, headers: str, status: str, words: str) -> None:
+    env = world.env(HEARTCODE_OTLP_ENDPOINT=world.langfuse_url + "/collector/v1/traces", HEARTCODE_OTLP_HEADERS=headers)
+    check = by_name(run_checks(env, world.options(), base_dir=REPO))["otlp collector"]
+    assert check.status == status and words in check.detail and "t0k" not in check.detail

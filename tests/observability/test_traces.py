@@ -1,24 +1,27 @@
-"""Langfuse traces and Prometheus metrics through the real proxy (one proxy for the whole module).
+"""OTLP traces for Langfuse and Prometheus metrics through the real proxy (one proxy for the module).
 
 The proxy runs as production runs it, with the GPU simulator and the development key backend, and
-``LANGFUSE_HOST`` pointing at a recording server on loopback. Each test sends requests with its own
-keys and finds its traces by key hash, so tests do not depend on each other's order.
+``LANGFUSE_HOST`` pointing at a recording OTLP receiver on loopback that decodes the protobuf spans.
+Each test sends requests with its own keys and finds its traces by key hash, so tests do not depend on
+each other's order. Clients are the official ``openai`` SDK where it fits, httpx to see raw status codes.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from litellm_cloud.identity import key_hash
 from tests.observability.harness import Samples, scrape, value
-from tests.observability.recorder import Recorder
+from tests.observability.recorder import Recorder, Span
 from tests.support import MASTER_KEY, SimFleet, chat, render_test_config, start_backend, start_proxy, wait_until
 
 LF_PUBLIC, LF_SECRET = "pk-lf-test-public", "sk-lf-test-secret-0123"
@@ -39,6 +42,7 @@ ACCOUNTS = {
     "erin": ("user-erin", "premium", True),
     "frank": ("user-frank", "free", False),
     "gina": ("user-gina", "premium", True),  # first seen in the metrics test: one miss, then hits
+    "hank": ("user-hank", "premium", True),
 }
 KEYS = [
     {"key": _key(n), "user_id": u, "tier": t, "age_verified": a, "key_id": f"k-{n}"}
@@ -63,15 +67,20 @@ class Stack:
             assert r.status_code == 200, r.read()
             return "".join(r.iter_text())
 
-    def traces_of(self, key: str, count: int) -> list[dict[str, Any]]:
-        """The ``count`` traces whose key hash is ``key``'s (waits for the exporter's next batch)."""
+    def client(self, key: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.base}/v1", api_key=key, max_retries=0, timeout=30)
+
+    def traces_of(self, key: str, count: int, *, children: int = 0) -> list[dict[str, Any]]:
+        """The ``count`` traces whose key hash is ``key``'s (waits for the next batch, and for ``children``
+        child spans in all of them together, since a root and its generation may come in two batches)."""
         wanted = key_hash(key)
 
         def found() -> list[dict[str, Any]]:
             return [t for t in self.recorder.traces().values()
-                    if "trace" in t and t["trace"]["metadata"]["key_hash"] == wanted]  # fmt: skip
+                    if t["root"] is not None and t["root"].metadata.get("key_hash") == wanted]  # fmt: skip
 
-        wait_until(lambda: len(found()) >= count, 15, f"{count} traces for {wanted}")
+        wait_until(lambda: len(found()) >= count and sum(len(t["children"]) for t in found()) >= children, 15,
+                   f"{count} traces for {wanted}")  # fmt: skip
         return found()
 
 
@@ -106,83 +115,114 @@ def _all_bytes(recorder: Recorder) -> bytes:
     return b"".join(r.body + repr(r.headers).encode() for r in recorder.requests)
 
 
+def _root_and_generation(trace: dict[str, Any]) -> tuple[Span, Span]:
+    [gen] = trace["children"]
+    return trace["root"], gen
+
+
 def test_normal_request_is_one_trace_with_every_field(stack: Stack) -> None:
     key = _key("alice")
-    r = stack.post(key, chat("heartcode-default", "Tell me about tea", max_tokens=6))
-    assert r.status_code == 200, r.text
-    usage = r.json()["usage"]
-    [t] = stack.traces_of(key, 1)
-    trace, meta = t["trace"], t["trace"]["metadata"]
-    assert trace["userId"] == "user-alice" and trace["name"] == "chat"
+    raw = stack.client(key).chat.completions.with_raw_response.create(
+        model="heartcode-default", messages=[{"role": "user", "content": "Tell me about tea"}], max_tokens=6
+    )
+    completion = raw.parse()
+    [t] = stack.traces_of(key, 1, children=1)
+    root, gen = _root_and_generation(t)
+    a, meta = root.attributes, root.metadata
+    assert root.name == "chat" and a["langfuse.trace.name"] == "chat" and a["langfuse.observation.type"] == "span"
+    assert a["langfuse.user.id"] == "user-alice" and a["langfuse.session.id"] == "k-alice"
     assert meta["tier"] == "premium" and meta["key_id"] == "k-alice" and meta["key_hash"] == key_hash(key)
     assert meta["requested_model"] == "heartcode-default" and meta["model_group"] == "heartcode-chat-sfw"
     assert meta["deployment"] in {"gpu-1", "gpu-2", "gpu-3", "gpu-4"}
-    assert r.headers["x-litellm-model-id"] == meta["deployment"]  # the server that really answered
-    assert (meta["prompt_tokens"], meta["completion_tokens"]) == (usage["prompt_tokens"], usage["completion_tokens"])
+    assert raw.headers["x-litellm-model-id"] == meta["deployment"]  # the server that really answered
+    assert meta["call_id"] == raw.headers["x-litellm-call-id"]
+    assert completion.usage is not None
+    usage = (completion.usage.prompt_tokens, completion.usage.completion_tokens)
+    assert (meta["prompt_tokens"], meta["completion_tokens"]) == usage
     assert meta["outcome"] == "ok" and meta["status"] == 200 and meta["stream"] is False
-    assert meta["latency_ms"] > 0 and meta["time_to_first_token_ms"] is None and meta["redacted"] is False
-    assert {"tier:premium", "model_group:heartcode-chat-sfw", "outcome:ok"} <= set(trace["tags"])
-    assert trace["input"] == [{"role": "user", "content": "Tell me about tea"}]
-    assert trace["output"]["content"] == r.json()["choices"][0]["message"]["content"]
-    [gen] = t["observations"]
-    assert gen["type"] == "generation-create" and gen["name"] == "heartcode-chat-sfw"
-    assert gen["usage"]["input"] == usage["prompt_tokens"] and gen["usage"]["output"] == usage["completion_tokens"]
-    assert gen["metadata"]["deployment"] == meta["deployment"] and gen["modelParameters"] == {"max_tokens": "6"}
+    assert meta["latency_ms"] > 0 and "time_to_first_token_ms" not in meta and meta["redacted"] is False
+    assert {"tier:premium", "model_group:heartcode-chat-sfw", "outcome:ok"} <= set(a["langfuse.trace.tags"])
+    assert root.json("langfuse.trace.input") == [{"role": "user", "content": "Tell me about tea"}]
+    assert root.json("langfuse.trace.output")["content"] == completion.choices[0].message.content
+    assert a["langfuse.observation.level"] == "DEFAULT" and root.status_code == 0  # unset: not an error
+    assert root.scope == "litellm-cloud" and root.resource == {"service.name": "litellm-cloud"}
+    # The generation: a child of the root, in Langfuse's generation mapping.
+    g = gen.attributes
+    assert gen.parent_span_id == root.span_id and gen.trace_id == root.trace_id and gen.name == "heartcode-chat-sfw"
+    assert g["langfuse.observation.type"] == "generation" and g["gen_ai.request.model"] == "heartcode-chat-sfw"
+    assert (g["gen_ai.usage.input_tokens"], g["gen_ai.usage.output_tokens"]) == usage
+    assert g["gen_ai.request.max_tokens"] == 6 and g["langfuse.observation.metadata.deployment"] == meta["deployment"]
+    assert gen.json("langfuse.observation.output")["content"] == completion.choices[0].message.content
+    assert root.start_ns <= gen.start_ns < gen.end_ns <= root.end_ns
+    assert abs((root.end_ns - root.start_ns) / 1e6 - meta["latency_ms"]) < 1
 
 
 def test_stream_trace_has_time_to_first_token(stack: Stack) -> None:
     key = _key("carol")
-    text = stack.stream(key, chat("heartcode-sfw", "Stream me a poem", max_tokens=8))
-    assert "[DONE]" in text
-    [t] = stack.traces_of(key, 1)
-    meta = t["trace"]["metadata"]
-    assert meta["stream"] is True and "stream" in t["trace"]["tags"]
-    assert meta["completion_tokens"] > 0
+    chunks = list(stack.client(key).chat.completions.create(
+        model="heartcode-sfw", messages=[{"role": "user", "content": "Stream me a poem"}], max_tokens=8, stream=True
+    ))  # fmt: skip
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    [t] = stack.traces_of(key, 1, children=1)
+    root, gen = _root_and_generation(t)
+    meta = root.metadata
+    assert meta["stream"] is True and "stream" in root.attributes["langfuse.trace.tags"]
+    assert meta["completion_tokens"] > 0 and gen.attributes["gen_ai.usage.output_tokens"] == meta["completion_tokens"]
     # The simulator waits 80 ms before its first token, then 5 ms per token.
     assert 60 <= meta["time_to_first_token_ms"] < meta["latency_ms"], meta
-    [gen] = t["observations"]
-    assert gen["completionStartTime"] and gen["completionStartTime"] > gen["startTime"]
-    assert t["trace"]["output"]["content"]  # the whole streamed answer, assembled
+    first = gen.json("langfuse.observation.completion_start_time")
+    started = dt.datetime.fromtimestamp(gen.start_ns / 1e9, tz=dt.UTC)
+    first_at = dt.datetime.fromisoformat(first)
+    assert 0.05 <= (first_at - started).total_seconds() < (gen.end_ns - gen.start_ns) / 1e9
+    assert root.json("langfuse.trace.output")["content"] == text  # the whole streamed answer, assembled
 
 
 def test_nsfw_content_is_redacted(stack: Stack) -> None:
     key = _key("dave")
-    r = stack.post(key, chat("heartcode-nsfw", f"My secret is {SECRET_WORDS}", max_tokens=5))
-    assert r.status_code == 200, r.text
-    stack.stream(key, chat("heartcode-chat-nsfw", f"Again {SECRET_WORDS}", max_tokens=5))
-    traces = stack.traces_of(key, 2)
+    client = stack.client(key)
+    completion = client.chat.completions.create(
+        model="heartcode-nsfw", messages=[{"role": "user", "content": f"My secret is {SECRET_WORDS}"}], max_tokens=5
+    )
+    list(client.chat.completions.create(model="heartcode-chat-nsfw", stream=True, max_tokens=5,
+                                        messages=[{"role": "user", "content": f"Again {SECRET_WORDS}"}]))  # fmt: skip
+    traces = stack.traces_of(key, 2, children=2)
     for t in traces:
-        meta = t["trace"]["metadata"]
+        root, gen = _root_and_generation(t)
+        meta = root.metadata
         assert meta["model_group"] == "heartcode-chat-nsfw" and meta["redacted"] is True
         assert meta["deployment"] in {"gpu-5", "gpu-6", "gpu-7", "gpu-8"} and meta["completion_tokens"] > 0
-        assert t["trace"]["input"] == "[redacted]" and t["trace"]["output"] == "[redacted]"
-        [gen] = t["observations"]
-        assert gen["input"] == "[redacted]" and gen["output"] == "[redacted]"
-    answer = r.json()["choices"][0]["message"]["content"]
+        assert root.json("langfuse.trace.input") == "[redacted]" == root.json("langfuse.trace.output")
+        assert gen.json("langfuse.observation.input") == "[redacted]" == gen.json("langfuse.observation.output")
+    answer = completion.choices[0].message.content or ""
     raw = _all_bytes(stack.recorder)
-    assert SECRET_WORDS.encode() not in raw and answer.encode() not in raw
+    assert answer and SECRET_WORDS.encode() not in raw and answer.encode() not in raw
 
 
 def test_refusals_are_traced_with_their_code(stack: Stack) -> None:
     bob = _key("bob")
-    r = stack.post(bob, chat("heartcode-nsfw", "let me in", max_tokens=5))
-    assert r.status_code == 403 and r.json()["error"]["code"] == "model_not_allowed"
-    r = stack.post(UNKNOWN_KEY, chat("heartcode-default", "who am i", max_tokens=5))
-    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    with pytest.raises(openai.PermissionDeniedError) as denied:
+        stack.client(bob).chat.completions.create(model="heartcode-nsfw", max_tokens=5,
+                                                  messages=[{"role": "user", "content": "let me in"}])  # fmt: skip
+    assert denied.value.code == "model_not_allowed"
+    with pytest.raises(openai.AuthenticationError) as refused:
+        stack.client(UNKNOWN_KEY).chat.completions.create(model="heartcode-default", max_tokens=5,
+                                                          messages=[{"role": "user", "content": "who am i"}])  # fmt: skip
+    assert refused.value.code == "invalid_api_key"
 
     [t] = stack.traces_of(bob, 1)
-    trace, meta = t["trace"], t["trace"]["metadata"]
-    assert trace["userId"] == "user-bob" and meta["tier"] == "free"
+    root, meta = t["root"], t["root"].metadata
+    assert t["children"] == [] and root.attributes["langfuse.user.id"] == "user-bob" and meta["tier"] == "free"
     assert meta["outcome"] == "model_not_allowed" and meta["status"] == 403
-    assert meta["model_group"] == "heartcode-chat-nsfw" and meta["deployment"] is None
-    assert "outcome:model_not_allowed" in trace["tags"] and trace["input"] is None
-    [event] = t["observations"]
-    assert event["type"] == "event-create" and event["level"] == "WARNING"
-    assert event["statusMessage"].startswith("403 model_not_allowed")
+    assert meta["model_group"] == "heartcode-chat-nsfw" and "deployment" not in meta
+    assert "outcome:model_not_allowed" in root.attributes["langfuse.trace.tags"]
+    assert "langfuse.trace.input" not in root.attributes  # a refused request's content is not kept
+    assert root.attributes["langfuse.observation.level"] == "WARNING"
+    assert root.attributes["langfuse.observation.status_message"].startswith("403 model_not_allowed")
+    assert root.attributes["http.response.status_code"] == 403 and root.status_code == 0  # a refusal, not an error
 
     [t] = stack.traces_of(UNKNOWN_KEY, 1)
-    trace, meta = t["trace"], t["trace"]["metadata"]
-    assert trace["userId"] is None and meta["tier"] == "none" and meta["key_id"] is None
+    root, meta = t["root"], t["root"].metadata
+    assert "langfuse.user.id" not in root.attributes and meta["tier"] == "none" and "key_id" not in meta
     assert meta["outcome"] == "invalid_api_key" and meta["status"] == 401
     assert meta["model_group"] == "heartcode-chat-sfw"
 
@@ -194,12 +234,11 @@ def test_limit_refusal_is_traced_and_counted(stack: Stack) -> None:
     codes = [stack.post(key, chat("heartcode-default", f"n{i}", max_tokens=1)).status_code for i in range(11)]
     assert codes == [200] * 10 + [429], codes
     traces = stack.traces_of(key, 11)
-    refused = [t for t in traces if t["trace"]["metadata"]["outcome"] != "ok"]
-    [t] = refused
-    meta = t["trace"]["metadata"]
+    [t] = [t for t in traces if t["root"].metadata["outcome"] != "ok"]
+    root, meta = t["root"], t["root"].metadata
     assert meta["outcome"] == "rate_limited" and meta["status"] == 429 and meta["tier"] == "free"
-    assert t["trace"]["userId"] == "user-frank" and meta["deployment"] is None
-    assert t["observations"][0]["level"] == "WARNING"
+    assert root.attributes["langfuse.user.id"] == "user-frank" and "deployment" not in meta
+    assert root.attributes["langfuse.observation.level"] == "WARNING"
     after = _scrape(stack)
     free_sfw = {"tier": "free", "model_group": "heartcode-chat-sfw"}
     assert (
@@ -216,31 +255,56 @@ def test_limit_refusal_is_traced_and_counted(stack: Stack) -> None:
 
 def test_embedding_trace_keeps_no_vectors(stack: Stack) -> None:
     key = _key("alice")
-    r = httpx.post(f"{stack.base}/v1/embeddings", json={"model": "heartcode-embed", "input": "embed me"},
-                   headers={"authorization": f"Bearer {key}"}, timeout=30)  # fmt: skip
-    assert r.status_code == 200, r.text
+    stack.client(key).embeddings.create(model="heartcode-embed", input="embed me")
 
     def embedding_traces() -> list[dict[str, Any]]:
-        return [t for t in stack.traces_of(key, 1) if t["trace"]["name"] == "embedding"]
+        return [t for t in stack.traces_of(key, 1) if t["root"].name == "embedding" and t["children"]]
 
     wait_until(lambda: len(embedding_traces()) == 1, 15, "the embedding trace")
     [t] = embedding_traces()
-    meta = t["trace"]["metadata"]
+    root, meta = t["root"], t["root"].metadata
     assert meta["model_group"] == "heartcode-embed" and meta["deployment"].startswith("embed-")
-    assert meta["prompt_tokens"] > 0 and t["trace"]["input"] == "embed me"
-    assert t["trace"]["output"] == {"embeddings": 1}
+    assert meta["prompt_tokens"] > 0 and root.json("langfuse.trace.input") == "embed me"
+    assert root.json("langfuse.trace.output") == {"embeddings": 1}
 
 
-def test_no_raw_key_and_langfuse_credentials_sent(stack: Stack) -> None:
+def test_no_raw_key_and_only_the_otlp_endpoint_with_langfuse_credentials(stack: Stack) -> None:
     stack.post(_key("alice"), chat("heartcode-default", "one more", max_tokens=3))
-    stack.traces_of(_key("alice"), 2)
+    stack.traces_of(_key("alice"), 3)
     raw = _all_bytes(stack.recorder)
     for key in [*(str(k["key"]) for k in KEYS), UNKNOWN_KEY, MASTER_KEY]:
         assert key.encode() not in raw
         assert key.split("-0123")[0].encode() not in raw  # not even the readable start of it
     expected = "Basic " + base64.b64encode(f"{LF_PUBLIC}:{LF_SECRET}".encode()).decode()
     assert {r.headers["authorization"] for r in stack.recorder.requests} == {expected}
-    assert {r.path for r in stack.recorder.requests} == {"/api/public/ingestion"}
+    # Nothing goes to the retired ingestion API: only OTLP protobuf to Langfuse's OTel endpoint.
+    assert {r.path for r in stack.recorder.requests} == {"/api/public/otel/v1/traces"}
+    assert {r.headers["content-type"] for r in stack.recorder.requests} == {"application/x-protobuf"}
+
+
+def test_refused_exports_are_retried_and_every_span_arrives_once(stack: Stack) -> None:
+    """Langfuse answers 503 (then 429), then 200: the batch is retried with backoff and counted once."""
+    key = _key("hank")
+    before = _scrape(stack)
+    stack.recorder.fail_next(503, 429)
+    for i in range(3):
+        assert stack.post(key, chat("heartcode-default", f"retry {i}", max_tokens=2)).status_code == 200
+    traces = stack.traces_of(key, 3, children=3)
+    ids = [s.span_id for t in traces for s in (t["root"], *t["children"])]
+    accepted = [s.span_id for s in stack.recorder.spans()]
+    refused = [r for r in stack.recorder.requests if r.status in (503, 429)]
+    assert [r.status for r in refused[-2:]] == [503, 429]
+    assert {s.span_id for r in refused[-2:] for s in r.spans()} & set(ids), "the refused batches held none of ours"
+    assert all(accepted.count(span_id) == 1 for span_id in ids) and len(ids) == 6
+    wait_until(lambda: _delta(stack, before, "sent") >= 6, 10, "the retried spans to be counted as sent")
+    assert _delta(stack, before, "failed") == 0 and _delta(stack, before, "dropped") == 0
+
+
+def _delta(stack: Stack, before: Samples, result: str) -> float:
+    name = "litellm_cloud_langfuse_events_total"
+    return value(_scrape(stack), name, result=result, target="langfuse") - value(
+        before, name, result=result, target="langfuse"
+    )
 
 
 # --- /metrics --------------------------------------------------------------------------------------
@@ -324,10 +388,10 @@ def test_upstream_failure_counts_per_server_and_traces_an_error(stack: Stack) ->
             stack.sim.control(name, mode="ok")
     assert r.status_code == 503 and r.json()["error"]["code"] == "model_unavailable", r.text
     [t] = stack.traces_of(key, 1)
-    meta = t["trace"]["metadata"]
+    root, meta = t["root"], t["root"].metadata
     assert meta["outcome"] == "model_unavailable" and meta["status"] == 503 and meta["tier"] == "premium"
-    [event] = t["observations"]
-    assert event["level"] == "ERROR" and event["name"] == "failed"
+    assert t["children"] == [] and root.attributes["langfuse.observation.level"] == "ERROR"
+    assert root.status_code == 2 and root.status_message.startswith("503 model_unavailable")  # OTel: ERROR
     after = _scrape(stack)
     errors = sum(
         value(after, "litellm_cloud_deployment_calls_total", deployment=n, result="error")

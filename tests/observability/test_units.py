@@ -1,26 +1,33 @@
-"""Observability parts in-process: the exporter's queue, label bounds, outcomes, traces, the /metrics route."""
+"""Observability parts in-process: span queues and tracing, label bounds, outcomes, spans, the /metrics route."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from litellm_cloud import observability
 from litellm_cloud._config import Secret, Settings
 from litellm_cloud._edge import to_proxy_exception
-from litellm_cloud._errors import DailyQuotaExceeded, ModelNotAllowed
+from litellm_cloud._errors import ConfigError, DailyQuotaExceeded, ModelNotAllowed
 from litellm_cloud.observability import _record
-from litellm_cloud.observability._langfuse import LangfuseExporter
-from litellm_cloud.observability._trace import REDACTED, trace_events
+from litellm_cloud.observability._otlp import Target, Tracing, langfuse_target
+from litellm_cloud.observability._queue import SpanQueue, span_bytes
+from litellm_cloud.observability._spans import INPUT, OUTPUT, REDACTED, TRACE_INPUT, TRACE_OUTPUT, request_spans
 from litellm_cloud.observability.metrics import Metrics
 from tests.observability.harness import value
+from tests.observability.recorder import Recorder
 from tests.support import REPO
 
 
@@ -38,73 +45,122 @@ def _settings(**env: str) -> Settings:
     return Settings.from_env(env, base_dir=REPO)
 
 
-# --- exporter ----------------------------------------------------------------------------------------
+# --- span queue and tracing -----------------------------------------------------------------------
 
 
-class _Hanging:
-    """An httpx transport whose Langfuse accepts a batch and never answers (until released)."""
+class _Exporter(SpanExporter):
+    """A span exporter that records batches, optionally blocking until released (a hung target)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, block: bool = False) -> None:
+        self.batches: list[list[ReadableSpan]] = []
         self.entered = threading.Event()
         self.release = threading.Event()
-        self.batches: list[dict] = []
+        if not block:
+            self.release.set()
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.batches.append(json.loads(request.content))
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.batches.append(list(spans))
         self.entered.set()
         self.release.wait(10)
-        return httpx.Response(207, json={"successes": [], "errors": []})
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self.release.set()
+
+
+def _tracing(exporter: SpanExporter, **options: Any) -> Tracing:
+    return Tracing([Target("langfuse", "http://langfuse.invalid/v1/traces")], exporter_factory=lambda t: exporter,
+                   flush_interval=0.01, **options)  # fmt: skip
 
 
 def test_a_full_queue_drops_without_waiting_and_counts() -> None:
-    reports: list[tuple[str, int]] = []
-    hang = _Hanging()
-    exporter = LangfuseExporter(
-        "http://langfuse.invalid", Secret("pk"), Secret("sk"), max_queue=3, batch_size=1, flush_interval=0.01,
-        transport=httpx.MockTransport(hang), report=lambda result, n, queued: reports.append((result, n)),
-    )  # fmt: skip
+    reports: list[tuple[str, str, int]] = []
+    hung = _Exporter(block=True)
+    tracing = _tracing(hung, max_queue=3, batch_size=1, report=lambda t, r, n, q: reports.append((t, r, n)))
     try:
-        assert exporter.submit([{"id": "first"}])
-        assert hang.entered.wait(5)  # the sender is now stuck in Langfuse
+        tracing.submit(_record_of(code="rate_limited", status=429), redact=False)  # one span
+        assert hung.entered.wait(5)  # the sender is now stuck in the target
         start = time.perf_counter()
-        assert exporter.submit([{"id": "a"}, {"id": "b"}, {"id": "c"}])
-        assert not exporter.submit([{"id": "d"}, {"id": "e"}])
+        for _ in range(3):  # 3 spans queue, the 4th and 5th are dropped
+            tracing.submit(_record_of(code="rate_limited", status=429), redact=False)
+        tracing.submit(_record_of(), redact=False)  # root + generation: both dropped
         assert time.perf_counter() - start < 0.05
-        assert reports == [("dropped", 2)]
+        assert reports == [("langfuse", "dropped", 1), ("langfuse", "dropped", 1)]
     finally:
-        hang.release.set()
-        exporter.close()
-    assert ("sent", 1) in reports
+        hung.release.set()
+        assert tracing.close(5) == 0
+    assert ("langfuse", "sent", 1) in reports and sum(len(b) for b in hung.batches) == 4
 
 
-def test_exporter_batches_with_basic_auth_and_reports_rejections() -> None:
-    seen: list[httpx.Request] = []
-
-    def langfuse(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        batch = json.loads(request.content)["batch"]
-        return httpx.Response(207, json={"successes": batch[1:], "errors": batch[:1]})
-
-    reports: list[tuple[str, int]] = []
-    exporter = LangfuseExporter(
-        "http://langfuse.invalid/", Secret("pk-1"), Secret("sk-2"), flush_interval=0.05,
-        transport=httpx.MockTransport(langfuse), report=lambda result, n, queued: reports.append((result, n)),
-    )  # fmt: skip
-    exporter.submit([{"id": str(i)} for i in range(5)])
-    exporter.close()
-    assert len(seen) == 1 and seen[0].url == "http://langfuse.invalid/api/public/ingestion"
-    assert seen[0].headers["authorization"] == "Basic cGstMTpzay0y"  # pk-1:sk-2
-    assert reports == [("failed", 1), ("sent", 4)]
-    assert "sk-2" not in repr(exporter)
+def test_batches_stay_under_the_byte_limit() -> None:
+    exporter = _Exporter()
+    queue = SpanQueue(exporter, name="t", report=lambda r, n, q: None, max_batch_bytes=100_000, flush_interval=0.01)
+    tracing = _tracing(_Exporter())
+    tracing._provider.add_span_processor(queue)
+    for _ in range(5):
+        tracing.submit(_record_of(), redact=False)  # ~32 KB of content in each of 2 spans
+    queue.close(5)
+    tracing.close(1)
+    sizes = [sum(span_bytes(s) for s in batch) for batch in exporter.batches]
+    assert sum(len(b) for b in exporter.batches) == 10 and len(sizes) >= 4 and max(sizes) <= 100_000
 
 
-def test_no_exporter_without_both_keys() -> None:
+def test_no_tracing_without_both_keys_or_an_endpoint() -> None:
     metrics = Metrics()
-    assert observability.build_exporter(_settings(LANGFUSE_PUBLIC_KEY="pk"), metrics) is None
-    assert observability.build_exporter(_settings(LANGFUSE_SECRET_KEY="sk"), metrics) is None
+    assert observability.build_tracing(_settings(LANGFUSE_PUBLIC_KEY="pk"), metrics) is None
+    assert observability.build_tracing(_settings(LANGFUSE_SECRET_KEY="sk"), metrics) is None
     assert value(_parse(metrics), "litellm_cloud_langfuse_enabled") == 0
-    both = observability.build_exporter(_settings(LANGFUSE_PUBLIC_KEY="pk", LANGFUSE_SECRET_KEY="sk"), metrics)
-    assert isinstance(both, LangfuseExporter) and value(_parse(metrics), "litellm_cloud_langfuse_enabled") == 1
+    both = observability.build_tracing(_settings(LANGFUSE_PUBLIC_KEY="pk-1", LANGFUSE_SECRET_KEY="sk-2",
+                                                 LANGFUSE_HOST="https://lf.example/"), metrics)  # fmt: skip
+    assert isinstance(both, Tracing) and value(_parse(metrics), "litellm_cloud_langfuse_enabled") == 1
+    [target] = both.targets
+    assert target.endpoint == "https://lf.example/api/public/otel/v1/traces"
+    assert target.headers["authorization"].reveal() == "Basic cGstMTpzay0y"  # pk-1:sk-2
+    assert "sk-2" not in repr(both) and "cGstMTpzay0y" not in repr(both)
+    both.close(1)
+    collector = observability.build_tracing(
+        _settings(HEARTCODE_OTLP_ENDPOINT="http://tempo:4318/v1/traces", HEARTCODE_OTLP_HEADERS="X-Org = 7, a=b=c"),
+        Metrics(),
+    )
+    assert collector is not None and [t.name for t in collector.targets] == ["otlp"]
+    assert {k: v.reveal() for k, v in collector.targets[0].headers.items()} == {"x-org": "7", "a": "b=c"}
+    collector.close(1)
+    with pytest.raises(ConfigError, match="HEARTCODE_OTLP_ENDPOINT"):
+        _settings(HEARTCODE_OTLP_ENDPOINT="tempo:4318")
+
+
+def test_spans_ignore_the_callers_active_span_and_a_client_chosen_call_id() -> None:
+    with Recorder() as recorder:
+        tracing = Tracing([langfuse_target(recorder.url, Secret("pk"), Secret("sk"))], flush_interval=0.01)
+        other = TracerProvider().get_tracer("someone-else")
+        chosen = str(uuid.uuid4())
+        record = _record_of(call_id=chosen)
+        sneaky = _record_of(call_id="hc-sk-live-0123456789abcdef")
+        with other.start_as_current_span("a span of another library"):
+            tracing.submit(record, redact=False)
+        tracing.submit(sneaky, redact=False)
+        tracing.close(5)
+        traces = list(recorder.traces().items())
+        raw = b"".join(r.body for r in recorder.requests)
+    [(tid, trace), _] = traces
+    assert tid != uuid.UUID(chosen).hex and trace["root"].parent_span_id == ""
+    assert trace["root"].metadata["call_id"] == chosen and b"hc-sk-live" not in raw
+    assert [c.parent_span_id for c in trace["children"]] == [trace["root"].span_id]
+
+
+def test_a_retried_batch_arrives_once() -> None:
+    with Recorder(fail_with=[503, 429]) as recorder:
+        tracing = Tracing([langfuse_target(recorder.url, Secret("pk"), Secret("sk"))], flush_interval=0.01)
+        for _ in range(3):
+            tracing.submit(_record_of(call_id=str(uuid.uuid4())), redact=False)
+        assert tracing.close(15) == 0
+        requests = recorder.requests
+        ids = [s.span_id for s in recorder.spans()]
+    # The first batch was refused twice and retried with backoff until accepted (spans that arrived
+    # meanwhile may form a second batch); every span was accepted exactly once.
+    assert [r.status for r in requests[:3]] == [503, 429, 200] and {r.status for r in requests[3:]} <= {200}
+    first = [[s.span_id for s in r.spans()] for r in requests[:3]]
+    assert first[0] == first[1] == first[2] and len(ids) == len(set(ids)) == 6
 
 
 # --- metrics -----------------------------------------------------------------------------------------
@@ -173,17 +229,21 @@ def _record_of(**overrides: object) -> _record.RequestRecord:
     return _record.RequestRecord(**base)  # type: ignore[arg-type]
 
 
-def test_trace_events_redact_and_truncate() -> None:
-    ids = iter(f"e{i}" for i in range(10))
-    redacted = trace_events(_record_of(), redact=True, now=1001.0, new_id=lambda: next(ids))
-    assert [e["type"] for e in redacted] == ["trace-create", "generation-create"]
-    trace, gen = redacted[0]["body"], redacted[1]["body"]
-    assert trace["input"] == trace["output"] == gen["input"] == gen["output"] == REDACTED
-    assert trace["metadata"]["time_to_first_token_ms"] == 100.0 and trace["metadata"]["latency_ms"] == 500.0
-    assert gen["completionStartTime"] == "1970-01-01T00:16:40.100Z" and gen["usage"]["total"] == 7
-    plain = trace_events(_record_of(), redact=False, now=1001.0)
-    assert isinstance(plain[0]["body"]["input"], str) and "[truncated" in plain[0]["body"]["input"]
-    assert len(plain[0]["body"]["input"]) < 33_000
+def test_spans_redact_and_truncate() -> None:
+    root = request_spans(_record_of(), redact=True)
+    [gen] = root.children
+    a, g = root.attributes, gen.attributes
+    assert {json.loads(str(v)) for v in (a[TRACE_INPUT], a[TRACE_OUTPUT], g[INPUT], g[OUTPUT])} == {REDACTED}
+    assert a["langfuse.trace.metadata.time_to_first_token_ms"] == 100.0
+    assert a["langfuse.trace.metadata.latency_ms"] == 500.0 and a["langfuse.trace.metadata.redacted"] is True
+    assert json.loads(str(g["langfuse.observation.completion_start_time"])) == "1970-01-01T00:16:40.100Z"
+    assert g["gen_ai.usage.input_tokens"] == 3 and g["gen_ai.usage.output_tokens"] == 4
+    assert (root.start_ns, root.end_ns) == (1000 * 10**9, 1000_500_000_000) and root.error is None
+    plain = request_spans(_record_of(), redact=False).attributes[TRACE_INPUT]
+    assert "[truncated" in json.loads(str(plain)) and len(str(plain)) < 33_000
+    failed = request_spans(_record_of(code="model_unavailable", status=503, error="no GPU"), redact=False)
+    assert failed.children == () and failed.error == "503 model_unavailable: no GPU"
+    assert failed.attributes["langfuse.observation.level"] == "ERROR"
 
 
 def test_hook_redacts_unknown_groups(tmp_path: Path) -> None:
@@ -278,19 +338,3 @@ def test_serve_metrics_renders_live_state_per_scrape() -> None:
         assert httpx.get(f"http://127.0.0.1:{server.port}/other").status_code == 404
     finally:
         server.close()
-
-
-def test_batches_stay_under_the_byte_limit() -> None:
-    sizes: list[int] = []
-
-    def langfuse(request: httpx.Request) -> httpx.Response:
-        sizes.append(len(request.content))
-        return httpx.Response(207, json={"successes": [], "errors": []})
-
-    exporter = LangfuseExporter(
-        "http://langfuse.invalid", Secret("pk"), Secret("sk"), max_batch_bytes=100_000, flush_interval=0.05,
-        transport=httpx.MockTransport(langfuse),
-    )  # fmt: skip
-    exporter.submit([{"id": str(i), "body": {"input": "x" * 30_000}} for i in range(10)])
-    exporter.close()
-    assert len(sizes) >= 4 and max(sizes) < 100_500  # at most 3 events of ~30 KB per batch
