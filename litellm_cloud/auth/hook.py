@@ -28,6 +28,7 @@ from litellm.proxy.auth.auth_utils import get_request_route
 from .._config import Secret
 from .._edge import to_proxy_exception, to_replacement_exception
 from .._errors import BadRequest, GatewayError, InvalidApiKey
+from .._litellm import identity_of, is_master
 from ..identity import IDENTITY_KEY, Identity, key_hash
 from .authenticator import Authenticator
 from .gates import ModelGate, check_fields, check_route
@@ -100,10 +101,10 @@ class AccessHook(CustomLogger):
     async def async_pre_call_hook(
         self, user_api_key_dict: UserAPIKeyAuth, cache: Any, data: dict, call_type: Any
     ) -> None:
-        if user_api_key_dict.user_role == LitellmUserRoles.PROXY_ADMIN:
+        if is_master(user_api_key_dict):
             return
         try:
-            identity = Identity.from_metadata(user_api_key_dict.metadata)
+            identity = identity_of(user_api_key_dict)
             if identity is None:
                 # Not ours: fail closed rather than let an unknown caller past the model gate.
                 raise InvalidApiKey("This request carries no HeartCode identity.")

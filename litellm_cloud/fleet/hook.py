@@ -23,6 +23,7 @@ from litellm.proxy._types import ProxyException, UserAPIKeyAuth
 
 from .._edge import to_proxy_exception, to_replacement_exception
 from .._errors import BadRequest, ModelUnavailable
+from .._litellm import gateway_error_of, metadata_dicts
 from .manifest import Manifest
 from .validate import validate_request
 
@@ -41,11 +42,9 @@ _NO_DEPLOYMENTS = ("No deployments available", "No healthy deployment available"
 
 def failed_deployments(request_kwargs: Mapping[str, object] | None) -> frozenset[str]:
     """The ids of the servers that already failed this request (LiteLLM's retry breadcrumbs)."""
-    if not request_kwargs:
-        return frozenset()
-    metadata = request_kwargs.get("litellm_metadata") or request_kwargs.get("metadata")
-    breadcrumbs = metadata.get("previous_models") if isinstance(metadata, Mapping) else None
-    if not isinstance(breadcrumbs, (list, tuple)):
+    found = (meta.get("previous_models") for meta in metadata_dicts(request_kwargs))
+    breadcrumbs = next((b for b in found if isinstance(b, (list, tuple))), None)
+    if breadcrumbs is None:
         return frozenset()
     return frozenset(
         crumb["deployment_id"]
@@ -102,7 +101,7 @@ class FleetHook(CustomLogger):
         user_api_key_dict: UserAPIKeyAuth,
         traceback_str: str | None = None,
     ) -> HTTPException | None:
-        if getattr(original_exception, "gateway_error", None) is not None:
+        if gateway_error_of(original_exception) is not None:
             return None  # ours already
         if not is_fleet_unavailable(original_exception):
             return None

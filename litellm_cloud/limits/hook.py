@@ -29,6 +29,7 @@ from litellm.proxy._types import UserAPIKeyAuth
 
 from .._edge import to_proxy_exception
 from .._errors import LimitError
+from .._litellm import callback_metadata_dicts, identity_of, metadata_dicts, writable_metadata
 from ..identity import Identity
 from ..observability import Metrics
 from ..tiers import Tier, Tiers
@@ -56,15 +57,6 @@ class _Record:
     @property
     def finished(self) -> bool:
         return self.ticket is None or self.ticket.settled
-
-
-def _metadata(data: dict[str, Any]) -> dict[str, Any]:
-    for name in ("litellm_metadata", "metadata"):
-        meta = data.get(name)
-        if isinstance(meta, dict):
-            return meta
-    meta = data["metadata"] = {}
-    return meta
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -158,14 +150,10 @@ class LimitsHook(CustomLogger):
     # --- records -----------------------------------------------------------------------------------
 
     def _record(self, data: dict[str, Any] | None) -> tuple[str, _Record] | None:
-        if not isinstance(data, dict):
-            return None
-        for name in ("litellm_metadata", "metadata"):
-            meta = data.get(name)
-            if isinstance(meta, dict) and isinstance(meta.get(META_KEY), str):
-                rec = self._records.get(meta[META_KEY])
-                if rec is not None:
-                    return meta[META_KEY], rec
+        for meta in metadata_dicts(data):
+            rid = meta.get(META_KEY)
+            if isinstance(rid, str) and rid in self._records:
+                return rid, self._records[rid]
         return None
 
     def _done(self, rid: str, rec: _Record) -> None:
@@ -190,7 +178,7 @@ class LimitsHook(CustomLogger):
     async def async_pre_call_hook(
         self, user_api_key_dict: UserAPIKeyAuth, cache: Any, data: dict, call_type: Any
     ) -> dict | None:
-        ident = Identity.from_metadata(getattr(user_api_key_dict, "metadata", None))
+        ident = identity_of(user_api_key_dict)
         if ident is None:
             return None  # the master key: no tier, no limits
         tier = self.tier_of(ident)
@@ -208,7 +196,7 @@ class LimitsHook(CustomLogger):
         decision = await self.limiter.admit(self.subject(ident), tier.name, limits, cost)
         rid = decision.ticket.id if decision.ticket else secrets.token_hex(8)
         self._records[rid] = _Record(limits, prompt, decision.usage, decision.ticket, now)
-        _metadata(data)[META_KEY] = rid
+        writable_metadata(data)[META_KEY] = rid
         if decision.error is not None:
             if isinstance(decision.error, LimitError):
                 self._metrics.limiter_refusal(decision.error.code, tier.name)
@@ -256,11 +244,8 @@ class LimitsHook(CustomLogger):
         the success callbacks with the partial response: the first moment any hook of ours hears of a
         disconnect. What was streamed so far is final then.
         """
-        params = kwargs.get("litellm_params") if isinstance(kwargs, dict) else None
-        candidates = (kwargs.get("metadata") if isinstance(kwargs, dict) else None,
-                      params.get("metadata") if isinstance(params, dict) else None)  # fmt: skip
-        for meta in candidates:
-            if isinstance(meta, dict) and meta.get("client_disconnected") and isinstance(meta.get(META_KEY), str):
+        for meta in callback_metadata_dicts(kwargs):
+            if meta.get("client_disconnected") and isinstance(meta.get(META_KEY), str):
                 rid = meta[META_KEY]
                 rec = self._records.get(rid)
                 if rec is not None and rec.meter is not None:

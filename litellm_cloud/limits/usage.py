@@ -16,7 +16,7 @@ from litellm.proxy.auth.user_api_key_auth import user_api_key_auth
 
 from .._edge import to_proxy_exception
 from .._errors import BadRequest, GatewayError
-from ..identity import Identity
+from .._litellm import identity_of
 from ._types import DAY_MS, WINDOW_MS, Limits, Usage
 from .headers import rate_limit_headers
 
@@ -74,7 +74,7 @@ def usage_router(hook: LimitsHook) -> APIRouter:
     router = APIRouter()
 
     async def usage(user_api_key_dict: UserAPIKeyAuth = Depends(user_api_key_auth)) -> JSONResponse:  # noqa: B008
-        ident = Identity.from_metadata(getattr(user_api_key_dict, "metadata", None))
+        ident = identity_of(user_api_key_dict)
         tier = hook.tier_of(ident) if ident is not None else None
         if ident is None or tier is None:
             raise to_proxy_exception(BadRequest("Usage is reported for customer API keys only."))
