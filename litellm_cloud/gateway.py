@@ -4,22 +4,33 @@ LiteLLM loads ``custom_auth.py`` by file path, once per name that the config ref
 module must hold no state of its own. It asks ``gateway()`` instead, which builds the one ``Gateway`` of
 this process on first use from the process environment. Everything below it receives what it needs
 as arguments; nothing else reads the environment.
+
+One life cycle for the process: ``build_gateway`` installs LiteLLM's adaptations (``_litellm_compat``)
+and builds the parts; ``gateway()`` mounts our routes and calls ``Gateway.start``, which starts the
+background tasks (the revocation listener, the limiter's lease heartbeat) on the running event loop.
+LiteLLM imports ``custom_auth`` inside its start-up (``proxy_startup_event`` loads the config), so that
+loop is the one that serves requests; no request starts anything.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 import os
 from dataclasses import dataclass
 
 from fastapi import APIRouter
 from litellm.integrations.custom_logger import CustomLogger
 
+from . import _litellm_compat
 from ._config import Settings
 from .auth import Auth, build_auth
 from .fleet.hook import FleetHook
 from .limits import build_limits_hook
 from .observability import Metrics, build_observability_hook
+
+log = logging.getLogger("litellm_cloud.gateway")
 
 
 @dataclass(frozen=True)
@@ -44,9 +55,16 @@ class Gateway:
         routes = [route for router in self.routers() for route in router.routes]
         app.router.routes[0:0] = routes  # type: ignore[attr-defined]
 
+    def start(self) -> None:
+        """Start the background tasks on the running event loop (idempotent)."""
+        asyncio.get_running_loop()  # fail before starting either, not between them
+        self.auth.revocations.start()
+        self.limits_hook.limiter.start_heartbeat()  # type: ignore[attr-defined]
+
 
 def build_gateway(settings: Settings) -> Gateway:
     """Wire the gateway's parts together from ``settings``."""
+    _litellm_compat.install()
     metrics = Metrics.create()
     auth = build_auth(settings, metrics)
     return Gateway(
@@ -67,4 +85,8 @@ def gateway() -> Gateway:
     from litellm.proxy.proxy_server import app  # the running proxy's app; imported only inside it
 
     built.mount(app)
+    try:
+        built.start()
+    except RuntimeError:  # imported outside LiteLLM's start-up: say so rather than run without them
+        log.error("no running event loop: revocation listener and lease heartbeat not started")
     return built

@@ -40,7 +40,6 @@ def build_admin_router(revocations: Revocations, master: MasterKey) -> APIRouter
 
     @router.post(REVOKE_PATH, include_in_schema=False)
     async def revoke(request: Request) -> JSONResponse:
-        revocations.start()
         try:
             token = _bearer(request)
             if token is None:

@@ -58,9 +58,7 @@ class MasterKey:
         return hmac.compare_digest(api_key.encode("utf-8", "surrogatepass"), self._value)
 
 
-def make_auth_function(
-    authenticator: Authenticator, gate: ModelGate, master: MasterKey, on_call: Callable[[], None] | None = None
-) -> AuthFunction:
+def make_auth_function(authenticator: Authenticator, gate: ModelGate, master: MasterKey) -> AuthFunction:
     """The ``custom_auth`` callable LiteLLM invokes on every authenticated request."""
 
     # dataclasses.asdict costs ~15 us a call, a fifth of the whole hook: serialise each identity once and
@@ -70,8 +68,6 @@ def make_auth_function(
         return tuple(identity.to_metadata().items())
 
     async def user_api_key_auth(request: Request, api_key: str | None) -> UserAPIKeyAuth:
-        if on_call is not None:
-            on_call()
         if master.matches(api_key):
             return UserAPIKeyAuth(api_key=master.name, user_role=LitellmUserRoles.PROXY_ADMIN)
         try:
@@ -147,7 +143,7 @@ def litellm_refusal(exc: BaseException) -> BadRequest | None:
     """Our 400 for a client mistake LiteLLM refuses in its own words, or None for anything else.
 
     - Client-side routing fields (api_base, ...), refused before our auth runs with a bare ValueError
-      that would become a 500 (``_litellm_compat`` keeps our code on that path).
+      that would become a 500 (``litellm_cloud._litellm_compat`` keeps our code on that path).
     - A URL-valued destination (``"model": "http://..."``), refused with an HTTPException whose detail
       is ``{"error": "invalid_request", "param": ...}``; it would answer code "400".
     """

@@ -192,7 +192,6 @@ class LimitsHook(CustomLogger):
             _ask_for_stream_usage(data)
         prompt = prompt_tokens(data)
         cost = estimate_cost(data, str(call_type), limits, prompt=prompt)
-        self.limiter.ensure_heartbeat()
         decision = await self.limiter.admit(self.subject(ident), tier.name, limits, cost)
         rid = decision.ticket.id if decision.ticket else secrets.token_hex(8)
         self._records[rid] = _Record(limits, prompt, decision.usage, decision.ticket, now)

@@ -3,7 +3,7 @@
 ``admit`` reserves a request's estimated tokens (``estimate.py``) or refuses it with a ``LimitError``
 carrying ``retry_after``; ``settle`` replaces the reservation with the real count (``release`` gives it
 all back) exactly once per ticket; ``renew_leases`` keeps the concurrency leases of running requests
-alive, so a crashed proxy's slots come back after ``lease_ttl_ms``.
+alive (``start_heartbeat``), so a crashed proxy's slots come back after ``lease_ttl_ms``.
 
 When the storage fails, the configured policy applies (``on_storage_error``): ``closed`` refuses with
 ``503 limiter_unavailable``; ``open`` serves with this process's own counters. Both are logged and
@@ -228,8 +228,11 @@ class Limiter:
             except StorageError as exc:
                 self._storage_failed(exc)
 
-    def ensure_heartbeat(self) -> None:
-        """Renew leases every third of their TTL from this event loop (started on first use)."""
+    def start_heartbeat(self) -> None:
+        """Renew leases every third of their TTL from the running event loop (idempotent).
+
+        Started with the proxy by ``gateway.Gateway.start``, not by requests.
+        """
         if self._heartbeat is not None and not self._heartbeat.done():
             return
         self._heartbeat = asyncio.get_running_loop().create_task(self._beat(), name="limits-lease-heartbeat")

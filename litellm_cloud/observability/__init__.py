@@ -46,17 +46,10 @@ def build_exporter(settings: Settings, metrics: Metrics) -> LangfuseExporter | N
 
 def build_observability_hook(settings: Settings, metrics: Metrics) -> ObservabilityHook:
     """The LiteLLM hook that records metrics and traces for every request, with its ``/metrics`` router."""
-    import litellm
-
     from ._hook import ObservabilityHook
     from ._route import metrics_router
 
     fleet = settings.fleet
-    # LiteLLM's PrometheusAuthMiddleware runs custom auth on every /metrics request before any route:
-    # our auth refuses the metrics token there, and each scrape would count as a refused request. Our
-    # route checks its own token, so the middleware's check is switched off (as the rendered config's
-    # litellm_settings.require_auth_for_metrics_endpoint: false would).
-    litellm.require_auth_for_metrics_endpoint = False
     metrics.set_known_labels(
         tiers=list(settings.tiers),
         model_groups=list(fleet.groups),

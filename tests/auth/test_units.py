@@ -117,7 +117,7 @@ def test_the_litellm_error_path_keeps_our_code() -> None:
     from litellm.proxy.auth import auth_exception_handler as handler
 
     from litellm_cloud._edge import to_proxy_exception, to_replacement_exception
-    from litellm_cloud.auth import _litellm_compat
+    from litellm_cloud import _litellm_compat
 
     assert _litellm_compat.install() and _litellm_compat.install()  # idempotent
     err = to_replacement_exception(BadRequest("no"))
