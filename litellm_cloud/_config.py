@@ -141,12 +141,10 @@ class Settings:
         backend_url = _get(env, "HEARTCODE_BACKEND_URL").rstrip("/")
         if not backend_url.startswith(("http://", "https://")):
             raise ConfigError(f"HEARTCODE_BACKEND_URL={backend_url!r}: expected an http:// or https:// URL")
-        storage = _get(env, "HEARTCODE_LIMITS_STORAGE")
-        if not storage.startswith(("memory://", "redis://", "rediss://")):
-            raise ConfigError(
-                f"HEARTCODE_LIMITS_STORAGE={storage!r}: unknown scheme; use memory:// (one process) "
-                "or redis://host:port/db (shared by replicas)"
-            )
+        # Imported here: the limits package imports this module for ``Settings``.
+        from .limits.storage import check_uri
+
+        storage = check_uri(_get(env, "HEARTCODE_LIMITS_STORAGE"), "HEARTCODE_LIMITS_STORAGE")
         tiers = Tiers.load(base / _get(env, "HEARTCODE_TIERS_FILE"))
         fleet = load_manifest(base / _get(env, "HEARTCODE_FLEET_FILE"))
         for tier in tiers.values():

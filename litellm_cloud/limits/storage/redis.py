@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from .._types import WINDOW_MS, AdmitResult, Cost, Limits, Refusal, Usage
-from . import StorageError
+from ._base import StorageError
 
 DAY_TTL_MS = 2 * 86_400_000
 # A stale pooled connection (Redis restarted) fails once and is replaced: retry once, never more,
