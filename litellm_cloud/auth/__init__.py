@@ -43,7 +43,7 @@ class Auth:
 
 
 def build_auth(settings: Settings, metrics: Metrics, *, backend: KeyBackend | None = None) -> Auth:
-    """Build auth from settings; a tier naming a model group the fleet lacks raises ``ConfigError``."""
+    """Build auth from settings (their tiers and fleet already checked against each other)."""
     gate = ModelGate(settings.fleet, settings.tiers)
     cache = new_cache(
         ttl=settings.auth_cache_ttl,
