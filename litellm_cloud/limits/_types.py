@@ -15,6 +15,20 @@ WINDOW_MS = 60_000
 DAY_MS = 86_400_000
 
 
+def window_reset_ms(oldest_ms: int | None, now_ms: int) -> int:
+    """Milliseconds until the entry made at ``oldest_ms`` leaves the rolling minute (0: nothing counted).
+
+    Replicas stamp entries with their own clocks, so an entry can be a few ms "newer" than ``now_ms``:
+    never more than a window, never negative.
+    """
+    return 0 if oldest_ms is None else min(WINDOW_MS, max(0, oldest_ms + WINDOW_MS - now_ms))
+
+
+def next_day_ms(now_ms: int) -> int:
+    """When the UTC day of ``now_ms`` ends (the daily quota resets), in ms since the epoch."""
+    return (now_ms // DAY_MS + 1) * DAY_MS
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """What one subject may use: requests and tokens per rolling minute, tokens per UTC day, in flight."""

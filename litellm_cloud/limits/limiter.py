@@ -30,7 +30,7 @@ from .._errors import (
     RateLimited,
 )
 from ..observability import Metrics
-from ._types import DAY_MS, WINDOW_MS, AdmitResult, Cost, Limits, Refusal, Usage
+from ._types import DAY_MS, WINDOW_MS, AdmitResult, Cost, Limits, Refusal, Usage, next_day_ms, window_reset_ms
 from .storage import Storage, StorageError
 from .storage.memory import MemoryStorage
 
@@ -145,20 +145,19 @@ class Limiter:
             else:
                 self._metrics.limiter_storage_fallback("open")
         if result.refusal is not None:
-            return Decision(limits, error=self._refusal(result, tier, limits, cost, now, day), usage=result.usage)
+            return Decision(limits, error=self._refusal(result, tier, limits, cost, now), usage=result.usage)
         ticket = Ticket(ticket_id, subject, tier, limits, cost, result.reserved, day, storage, result.usage,
                         created_ms=now)  # fmt: skip
         self._active[ticket_id] = ticket
         return Decision(limits, ticket=ticket, usage=result.usage)
 
-    def _refusal(self, res: AdmitResult, tier: str, limits: Limits, cost: Cost, now: int, day: int) -> GatewayError:
-        # Replicas stamp entries with their own clocks, so an entry can be a few ms "newer" than ``now``:
-        # never promise more than a window.
-        wait_ms = WINDOW_MS if res.free_at_ms is None else min(WINDOW_MS, res.free_at_ms + WINDOW_MS - now)
+    def _refusal(self, res: AdmitResult, tier: str, limits: Limits, cost: Cost, now: int) -> GatewayError:
+        # Without the entry whose expiry makes room (should not happen), promise a whole window.
+        wait_ms = WINDOW_MS if res.free_at_ms is None else window_reset_ms(res.free_at_ms, now)
         if res.refusal is Refusal.DAY:
             return DailyQuotaExceeded(
                 f"Daily quota of {limits.daily_tokens} tokens reached for the {tier} tier (it resets at 00:00 UTC).",
-                retry_after=seconds((day + 1) * DAY_MS - now),
+                retry_after=seconds(next_day_ms(now) - now),
             )
         if res.refusal is Refusal.RPM:
             return RateLimited(

@@ -17,7 +17,7 @@ from litellm.proxy.auth.user_api_key_auth import user_api_key_auth
 from .._edge import to_proxy_exception
 from .._errors import BadRequest, GatewayError
 from .._litellm import identity_of
-from ._types import DAY_MS, WINDOW_MS, Limits, Usage
+from ._types import Limits, Usage, next_day_ms, window_reset_ms
 from .headers import rate_limit_headers
 
 if TYPE_CHECKING:
@@ -25,13 +25,13 @@ if TYPE_CHECKING:
 
 
 def _seconds_until(when_ms: int | None, now_ms: int) -> float:
-    return 0.0 if when_ms is None else round(min(WINDOW_MS, max(0, when_ms + WINDOW_MS - now_ms)) / 1000, 3)
+    return round(window_reset_ms(when_ms, now_ms) / 1000, 3)
 
 
 def usage_body(tier: str, scope: str, limits: Limits, usage: Usage) -> dict[str, Any]:
     """The JSON answer of the usage route."""
     now = usage.now_ms
-    next_day_ms = (now // DAY_MS + 1) * DAY_MS
+    day_ends_ms = next_day_ms(now)
     return {
         "object": "usage",
         "tier": tier,
@@ -62,8 +62,8 @@ def usage_body(tier: str, scope: str, limits: Limits, usage: Usage) -> dict[str,
                 "used": usage.day_tokens,
                 "remaining": max(0, limits.daily_tokens - usage.day_tokens),
             },
-            "resets_at": datetime.fromtimestamp(next_day_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "reset_seconds": round((next_day_ms - now) / 1000, 3),
+            "resets_at": datetime.fromtimestamp(day_ends_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "reset_seconds": round((day_ends_ms - now) / 1000, 3),
         },
         "in_flight": {"limit": limits.max_parallel, "used": usage.in_flight},
     }
