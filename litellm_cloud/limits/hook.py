@@ -17,12 +17,11 @@ writes into the request's LiteLLM metadata (``litellm_call_id`` is client-settab
 from __future__ import annotations
 
 import asyncio
-import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import UserAPIKeyAuth
@@ -30,15 +29,13 @@ from litellm.proxy._types import UserAPIKeyAuth
 from .._edge import to_proxy_exception
 from .._errors import LimitError
 from .._litellm import callback_metadata_dicts, identity_of, metadata_dicts, writable_metadata
-from ..identity import Identity
 from ..observability import Metrics
-from ..tiers import Tier, Tiers
 from ._types import Limits, Usage
 from .estimate import estimate_cost, prompt_tokens, text_tokens
 from .headers import limit_headers, rate_limit_headers
 from .limiter import Limiter, Ticket
-
-log = logging.getLogger("litellm_cloud.limits")
+from .metering import StreamMeter, response_text, usage_tokens
+from .subjects import Subjects
 
 META_KEY = "hc_limits_ticket"
 RECORD_MAX_AGE_S = 3600.0  # a record no hook finished (should not happen) is dropped after this
@@ -59,93 +56,15 @@ class _Record:
         return self.ticket is None or self.ticket.settled
 
 
-def _get(obj: Any, name: str) -> Any:
-    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
-
-
-def usage_tokens(response: Any) -> int | None:
-    """Prompt + completion tokens the upstream reported in a response or stream chunk, if it did."""
-    usage = _get(response, "usage")
-    if usage is None:
-        return None
-    prompt, completion, total = (
-        _get(usage, "prompt_tokens"),
-        _get(usage, "completion_tokens"),
-        _get(usage, "total_tokens"),
-    )
-    if isinstance(prompt, int) or isinstance(completion, int):
-        return int(prompt or 0) + int(completion or 0)
-    return int(total) if isinstance(total, int) else None
-
-
-def _response_text(response: Any) -> str:
-    parts = []
-    for choice in _get(response, "choices") or []:
-        message = _get(choice, "message") or _get(choice, "delta")
-        content = _get(message, "content") if message is not None else _get(choice, "text")
-        if isinstance(content, str):
-            parts.append(content)
-    return "".join(parts)
-
-
-# Delta fields that carry generated tokens (reasoning models stream reasoning_content first).
-_PRODUCED_FIELDS = ("content", "tool_calls", "reasoning_content", "function_call")
-
-
-class StreamMeter:
-    """Counts a stream: the upstream's usage chunk when one comes, else the prompt plus one token a chunk.
-
-    A stream cut short (upstream error, cancellation, client gone) before its first content chunk and
-    without a usage chunk produced nothing anyone can see: it is charged 0, like a failed call. Once
-    content was sent, the prompt was processed and the chunks delivered: both are charged.
-    """
-
-    def __init__(self, prompt: int) -> None:
-        self.prompt = prompt
-        self.chunks = 0
-        self.reported: int | None = None
-        self.finished = False  # the upstream's stream ended normally
-
-    def observe(self, chunk: Any) -> None:
-        reported = usage_tokens(chunk)
-        if reported:
-            self.reported = reported
-        for choice in _get(chunk, "choices") or []:
-            delta = _get(choice, "delta")
-            if delta is not None and any(_get(delta, f) for f in _PRODUCED_FIELDS):
-                self.chunks += 1
-
-    @property
-    def tokens(self) -> int:
-        if self.reported is not None:
-            return self.reported
-        if self.chunks == 0 and not self.finished:
-            return 0
-        return self.prompt + self.chunks
-
-
 class LimitsHook(CustomLogger):
-    """Tier limits at the LiteLLM edge; ``router`` serves ``GET /v1/usage``."""
+    """Tier limits at the LiteLLM edge: admit, settle, report in headers."""
 
-    def __init__(
-        self, limiter: Limiter, tiers: Tiers, metrics: Metrics, *, scope: Literal["account", "key"] = "account"
-    ) -> None:
+    def __init__(self, limiter: Limiter, subjects: Subjects, metrics: Metrics) -> None:
         super().__init__()
         self.limiter = limiter
-        self.tiers = tiers
-        self.scope = scope
+        self.subjects = subjects
         self._metrics = metrics
         self._records: dict[str, _Record] = {}
-        from .usage import usage_router  # the route needs LiteLLM's auth dependency: import late
-
-        self.router = usage_router(self)
-
-    def subject(self, ident: Identity) -> str:
-        """The counter a request counts against: the account, or the key with ``scope == "key"``."""
-        return f"key:{ident.key_hash}" if self.scope == "key" else f"acct:{ident.user_id}"
-
-    def tier_of(self, ident: Identity) -> Tier | None:
-        return self.tiers.get(ident.tier)
 
     # --- records -----------------------------------------------------------------------------------
 
@@ -181,10 +100,7 @@ class LimitsHook(CustomLogger):
         ident = identity_of(user_api_key_dict)
         if ident is None:
             return None  # the master key: no tier, no limits
-        tier = self.tier_of(ident)
-        if tier is None:
-            log.error("tier %r of %s is not in the tiers file; request not limited", ident.tier, ident.key_hash)
-            return None
+        tier = self.subjects.tier_of(ident)
         limits = Limits.of(tier)
         now = time.monotonic()
         self._sweep(now)
@@ -192,7 +108,7 @@ class LimitsHook(CustomLogger):
             _ask_for_stream_usage(data)
         prompt = prompt_tokens(data)
         cost = estimate_cost(data, str(call_type), limits, prompt=prompt)
-        decision = await self.limiter.admit(self.subject(ident), tier.name, limits, cost)
+        decision = await self.limiter.admit(self.subjects.subject(ident), tier.name, limits, cost)
         rid = decision.ticket.id if decision.ticket else secrets.token_hex(8)
         self._records[rid] = _Record(limits, prompt, decision.usage, decision.ticket, now)
         writable_metadata(data)[META_KEY] = rid
@@ -209,7 +125,7 @@ class LimitsHook(CustomLogger):
         rid, rec = found
         tokens = usage_tokens(response)
         if tokens is None:
-            tokens = rec.prompt + text_tokens(_response_text(response))
+            tokens = rec.prompt + text_tokens(response_text(response))
         await self._settle(rid, rec, tokens)
         return None
 

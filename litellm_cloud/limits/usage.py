@@ -7,7 +7,7 @@ Mounted ahead of LiteLLM's routes by the gateway; it authenticates through LiteL
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
@@ -19,9 +19,8 @@ from .._errors import BadRequest, GatewayError
 from .._litellm import identity_of
 from ._types import Limits, Usage, next_day_ms, window_reset_ms
 from .headers import rate_limit_headers
-
-if TYPE_CHECKING:
-    from .hook import LimitsHook
+from .limiter import Limiter
+from .subjects import Subjects
 
 
 def _seconds_until(when_ms: int | None, now_ms: int) -> float:
@@ -69,22 +68,22 @@ def usage_body(tier: str, scope: str, limits: Limits, usage: Usage) -> dict[str,
     }
 
 
-def usage_router(hook: LimitsHook) -> APIRouter:
+def usage_router(limiter: Limiter, subjects: Subjects) -> APIRouter:
     """The router serving the usage of the calling key's account (or key, per the scope setting)."""
     router = APIRouter()
 
     async def usage(user_api_key_dict: UserAPIKeyAuth = Depends(user_api_key_auth)) -> JSONResponse:  # noqa: B008
         ident = identity_of(user_api_key_dict)
-        tier = hook.tier_of(ident) if ident is not None else None
-        if ident is None or tier is None:
+        if ident is None:
             raise to_proxy_exception(BadRequest("Usage is reported for customer API keys only."))
+        tier = subjects.tier_of(ident)
         limits = Limits.of(tier)
         try:
-            snapshot = await hook.limiter.usage(hook.subject(ident))
+            snapshot = await limiter.usage(subjects.subject(ident))
         except GatewayError as err:
             raise to_proxy_exception(err) from err
         return JSONResponse(
-            usage_body(tier.name, hook.scope, limits, snapshot), headers=rate_limit_headers(limits, snapshot)
+            usage_body(tier.name, subjects.scope, limits, snapshot), headers=rate_limit_headers(limits, snapshot)
         )
 
     router.add_api_route("/v1/usage", usage, methods=["GET"], include_in_schema=True, tags=["usage"])
