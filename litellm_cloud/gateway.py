@@ -85,7 +85,7 @@ class Gateway:
 def build_gateway(settings: Settings) -> Gateway:
     """Wire the gateway's parts together from ``settings``."""
     _litellm_compat.install()
-    metrics = Metrics.create()
+    metrics = Metrics()
     return Gateway(
         settings=settings,
         metrics=metrics,

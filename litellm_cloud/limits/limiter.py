@@ -48,9 +48,6 @@ class Ticket:
 
     id: str
     subject: str
-    tier: str
-    limits: Limits
-    cost: Cost
     reserved: int
     day: int
     storage: Storage
@@ -63,7 +60,6 @@ class Ticket:
 class Decision:
     """The answer to ``admit``: a ticket, or an error to raise; ``usage`` feeds the response headers."""
 
-    limits: Limits
     ticket: Ticket | None = None
     error: GatewayError | None = None
     usage: Usage | None = None
@@ -125,17 +121,17 @@ class Limiter:
                 "tokens per minute.",
                 retry_after=seconds(WINDOW_MS),
             )
-            return Decision(limits, error=err)
+            return Decision(error=err)
         ticket_id = secrets.token_hex(8)
         storage = self._storage(now)
         if storage is None:
-            return Decision(limits, error=self._unavailable())
+            return Decision(error=self._unavailable())
         try:
             result = await storage.admit(subject, limits, cost, ticket_id, now, now + self.lease_ttl_ms, day)
         except StorageError as exc:
             self._storage_failed(exc)
             if self.fallback is None:
-                return Decision(limits, error=self._unavailable())
+                return Decision(error=self._unavailable())
             self._metrics.limiter_storage_fallback("open")
             storage = self.fallback
             result = await storage.admit(subject, limits, cost, ticket_id, now, now + self.lease_ttl_ms, day)
@@ -145,11 +141,10 @@ class Limiter:
             else:
                 self._metrics.limiter_storage_fallback("open")
         if result.refusal is not None:
-            return Decision(limits, error=self._refusal(result, tier, limits, cost, now), usage=result.usage)
-        ticket = Ticket(ticket_id, subject, tier, limits, cost, result.reserved, day, storage, result.usage,
-                        created_ms=now)  # fmt: skip
+            return Decision(error=self._refusal(result, tier, limits, cost, now), usage=result.usage)
+        ticket = Ticket(ticket_id, subject, result.reserved, day, storage, result.usage, created_ms=now)
         self._active[ticket_id] = ticket
-        return Decision(limits, ticket=ticket, usage=result.usage)
+        return Decision(ticket=ticket, usage=result.usage)
 
     def _refusal(self, res: AdmitResult, tier: str, limits: Limits, cost: Cost, now: int) -> GatewayError:
         # Without the entry whose expiry makes room (should not happen), promise a whole window.

@@ -147,11 +147,6 @@ class Metrics:
         for result in LANGFUSE_RESULTS:
             self._langfuse.labels(result)  # export zeros, so rate() works from the first scrape
 
-    @classmethod
-    def create(cls) -> Metrics:
-        """A fresh set of metrics in its own registry."""
-        return cls()
-
     def set_known_labels(
         self, *, tiers: Iterable[str], model_groups: Iterable[str], deployments: Mapping[str, str]
     ) -> None:
