@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Each part with commands of its own registers them (imported here: their imports are heavier).
     from . import dev, doctor
-    from .tunnel import _cli as tunnel_cli
+    from .tunnel import cli as tunnel_cli
 
     for add in (dev.add_parser, tunnel_cli.add_parser, doctor.add_parser):
         add(sub)

@@ -55,7 +55,7 @@ class Cost:
             raise ValueError(f"cost needs 0 < need <= want, got need={self.need} want={self.want}")
 
 
-class Refusal(str, Enum):
+class RefusalReason(str, Enum):
     """Why a storage refused an admission (the limiter turns it into a ``LimitError``)."""
 
     DAY = "day"
@@ -85,7 +85,7 @@ class AdmitResult:
     the entry whose expiry makes room (RPM, TPM); ``None`` for the day and concurrency.
     """
 
-    refusal: Refusal | None
+    refusal: RefusalReason | None
     reserved: int
     free_at_ms: int | None
     usage: Usage

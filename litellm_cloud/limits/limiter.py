@@ -30,7 +30,7 @@ from .._errors import (
     RateLimited,
 )
 from ..observability import Metrics
-from ._types import DAY_MS, WINDOW_MS, AdmitResult, Cost, Limits, Refusal, Usage, next_day_ms, window_reset_ms
+from ._types import DAY_MS, WINDOW_MS, AdmitResult, Cost, Limits, RefusalReason, Usage, next_day_ms, window_reset_ms
 from .storage import Storage, StorageError
 from .storage.memory import MemoryStorage
 
@@ -149,17 +149,17 @@ class Limiter:
     def _refusal(self, res: AdmitResult, tier: str, limits: Limits, cost: Cost, now: int) -> GatewayError:
         # Without the entry whose expiry makes room (should not happen), promise a whole window.
         wait_ms = WINDOW_MS if res.free_at_ms is None else window_reset_ms(res.free_at_ms, now)
-        if res.refusal is Refusal.DAY:
+        if res.refusal is RefusalReason.DAY:
             return DailyQuotaExceeded(
                 f"Daily quota of {limits.daily_tokens} tokens reached for the {tier} tier (it resets at 00:00 UTC).",
                 retry_after=seconds(next_day_ms(now) - now),
             )
-        if res.refusal is Refusal.RPM:
+        if res.refusal is RefusalReason.RPM:
             return RateLimited(
                 f"Rate limit reached: {limits.rpm} requests per minute for the {tier} tier.",
                 retry_after=seconds(wait_ms),
             )
-        if res.refusal is Refusal.TPM:
+        if res.refusal is RefusalReason.TPM:
             return RateLimited(
                 f"Rate limit reached: {limits.tpm} tokens per minute for the {tier} tier "
                 f"(this request needs about {cost.need}).",
