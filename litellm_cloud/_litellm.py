@@ -11,7 +11,9 @@ Beside ``_edge.py`` (which turns our errors into LiteLLM's), this reads LiteLLM'
   ``user_api_key_metadata`` (or ``user_api_key_auth_metadata``);
 - ``UserAPIKeyAuth.metadata`` holds the identity auth made (``identity.IDENTITY_KEY``) and
   ``UserAPIKeyAuth.user_role`` is an enum or, after a copy, its string value;
-- an exception we raised carries our error as ``gateway_error`` (``_edge.GatewayProxyException``).
+- an exception we raised carries our error as ``gateway_error`` (``_edge.GatewayProxyException``);
+- ``async_post_call_failure_hook`` has a four-argument signature of which our hooks need two:
+  ``GatewayHook`` writes it once and hands over to ``on_failure(request_data, exc)``.
 
 Everything here is tolerant: a shape it does not recognise reads as "absent", never as an exception,
 because a hook that raises turns a client's request into a 500.
@@ -22,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from fastapi import HTTPException
+from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import LitellmUserRoles
 
 from ._errors import GatewayError
@@ -88,3 +92,21 @@ def gateway_error_of(exc: BaseException | None) -> GatewayError | None:
     """Our error inside an exception LiteLLM hands back (one we raised through ``_edge``), if any."""
     err = getattr(exc, "gateway_error", None)
     return err if isinstance(err, GatewayError) else None
+
+
+class GatewayHook(CustomLogger):
+    """A LiteLLM callback of ours: its failure hook is ``on_failure``, LiteLLM's signature written once."""
+
+    async def async_post_call_failure_hook(
+        self,
+        request_data: dict,
+        original_exception: Exception,
+        user_api_key_dict: Any,
+        traceback_str: str | None = None,
+    ) -> HTTPException | None:
+        return await self.on_failure(request_data, original_exception)
+
+    async def on_failure(self, request_data: dict[str, Any], exc: Exception) -> HTTPException | None:
+        """Once per failed request (refusals of auth and pre-call hooks included); a returned
+        ``HTTPException`` replaces the error (the first one of any callback wins: see ``gateway.py``)."""
+        return None

@@ -21,14 +21,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import HTTPException, Request
-from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import LitellmUserRoles, SpecialModelNames, UserAPIKeyAuth
 from litellm.proxy.auth.auth_utils import get_request_route
 
 from .._config import Secret
 from .._edge import to_proxy_exception, to_replacement_exception
 from .._errors import BadRequest, GatewayError, InvalidApiKey
-from .._litellm import identity_of, is_master
+from .._litellm import GatewayHook, identity_of, is_master
 from ..identity import IDENTITY_KEY, Identity, key_hash
 from .authenticator import Authenticator
 from .gates import ModelGate, check_fields, check_route
@@ -87,7 +86,7 @@ def make_auth_function(authenticator: Authenticator, gate: ModelGate, master: Ma
     return user_api_key_auth
 
 
-class AccessHook(CustomLogger):
+class AccessHook(GatewayHook):
     """Model access for each inference request; the master key passes untouched."""
 
     def __init__(self, gate: ModelGate) -> None:
@@ -110,14 +109,8 @@ class AccessHook(CustomLogger):
             raise to_proxy_exception(err) from None
         return
 
-    async def async_post_call_failure_hook(
-        self,
-        request_data: dict,
-        original_exception: Exception,
-        user_api_key_dict: UserAPIKeyAuth,
-        traceback_str: str | None = None,
-    ) -> HTTPException | None:
-        err = litellm_refusal(original_exception)
+    async def on_failure(self, request_data: dict[str, Any], exc: Exception) -> HTTPException | None:
+        err = litellm_refusal(exc)
         return to_replacement_exception(err) if err is not None else None
 
 

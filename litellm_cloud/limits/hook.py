@@ -23,12 +23,12 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
-from litellm.integrations.custom_logger import CustomLogger
+from fastapi import HTTPException
 from litellm.proxy._types import UserAPIKeyAuth
 
 from .._edge import to_proxy_exception
 from .._errors import LimitError
-from .._litellm import callback_metadata_dicts, identity_of, metadata_dicts, writable_metadata
+from .._litellm import GatewayHook, callback_metadata_dicts, identity_of, metadata_dicts, writable_metadata
 from ..observability import Metrics
 from ._types import Limits, Usage
 from .estimate import estimate_cost, prompt_tokens, text_tokens
@@ -56,7 +56,7 @@ class _Record:
         return self.ticket is None or self.ticket.settled
 
 
-class LimitsHook(CustomLogger):
+class LimitsHook(GatewayHook):
     """Tier limits at the LiteLLM edge: admit, settle, report in headers."""
 
     def __init__(self, limiter: Limiter, subjects: Subjects, metrics: Metrics) -> None:
@@ -167,17 +167,12 @@ class LimitsHook(CustomLogger):
                     await self._settle(rid, rec, rec.meter.tokens)
                 return
 
-    async def async_post_call_failure_hook(
-        self,
-        request_data: dict,
-        original_exception: Exception,
-        user_api_key_dict: UserAPIKeyAuth,
-        traceback_str: str | None = None,
-    ) -> None:
+    async def on_failure(self, request_data: dict[str, Any], exc: Exception) -> HTTPException | None:
         found = self._record(request_data)
         if found is not None:
             rid, rec = found
             await self._settle(rid, rec, 0)  # no-op for our own refusals and already-settled streams
+        return None
 
     async def async_post_call_response_headers_hook(
         self,
