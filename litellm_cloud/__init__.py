@@ -7,6 +7,8 @@ the GPU servers and the key backend), ``gateway`` (wiring) and ``cli``.
 
 from ._config import Settings
 from ._errors import (
+    AccessError,
+    AuthError,
     AuthTimeout,
     AuthUnavailable,
     BadRequest,
@@ -15,6 +17,7 @@ from ._errors import (
     DailyQuotaExceeded,
     GatewayError,
     InvalidApiKey,
+    LimitError,
     LimiterUnavailable,
     ModelNotAllowed,
     ModelNotFound,
@@ -28,6 +31,8 @@ from .identity import Identity, key_hash
 from .tiers import Tier, Tiers
 
 __all__ = [
+    "AccessError",
+    "AuthError",
     "AuthTimeout",
     "AuthUnavailable",
     "BadRequest",
@@ -37,6 +42,7 @@ __all__ = [
     "GatewayError",
     "Identity",
     "InvalidApiKey",
+    "LimitError",
     "LimiterUnavailable",
     "ModelNotAllowed",
     "ModelNotFound",

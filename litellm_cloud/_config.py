@@ -134,6 +134,16 @@ class Settings:
     metrics_token: Secret
     base_dir: Path = field(default_factory=Path.cwd)
 
+    def __post_init__(self) -> None:
+        # The one check that the tiers and the fleet agree: every part built from these settings (the
+        # model gate, the metrics' label sets) may rely on it, however the settings were made.
+        for tier in self.tiers.values():
+            unknown = sorted(set(tier.model_groups) - set(self.fleet.groups))
+            if unknown:
+                raise ConfigError(
+                    f"tier {tier.name!r} allows model groups the fleet manifest does not have: {', '.join(unknown)}"
+                )
+
     @property
     def langfuse_enabled(self) -> bool:
         return bool(self.langfuse_public_key) and bool(self.langfuse_secret_key)
@@ -150,12 +160,10 @@ class Settings:
         backend_url = _get(env, "HEARTCODE_BACKEND_URL").rstrip("/")
         if not backend_url.startswith(("http://", "https://")):
             raise ConfigError(f"HEARTCODE_BACKEND_URL={backend_url!r}: expected an http:// or https:// URL")
-        storage = _get(env, "HEARTCODE_LIMITS_STORAGE")
-        if not storage.startswith(("memory://", "redis://", "rediss://")):
-            raise ConfigError(
-                f"HEARTCODE_LIMITS_STORAGE={storage!r}: unknown scheme; use memory:// (one process) "
-                "or redis://host:port/db (shared by replicas)"
-            )
+        # Imported here: the limits package imports this module for ``Settings``.
+        from .limits.storage import check_uri
+
+        storage = check_uri(_get(env, "HEARTCODE_LIMITS_STORAGE"), "HEARTCODE_LIMITS_STORAGE")
         otlp_endpoint = _get(env, "HEARTCODE_OTLP_ENDPOINT").strip()
         if otlp_endpoint and not otlp_endpoint.startswith(("http://", "https://")):
             raise ConfigError(
@@ -164,10 +172,6 @@ class Settings:
             )
         tiers = Tiers.load(base / _get(env, "HEARTCODE_TIERS_FILE"))
         fleet = load_manifest(base / _get(env, "HEARTCODE_FLEET_FILE"))
-        for tier in tiers.values():
-            unknown = sorted(set(tier.model_groups) - set(fleet.groups))
-            if unknown:
-                raise ConfigError(f"tier {tier.name!r} allows model groups fleet.yaml does not have: {unknown}")
         return cls(
             backend_url=backend_url,
             backend_token=Secret(_get(env, "HEARTCODE_BACKEND_TOKEN")),

@@ -1,27 +1,35 @@
 """The error tree of litellm-cloud.
 
-Every refusal a client can see is a ``GatewayError`` with a stable ``code`` and an HTTP ``status``::
+Every refusal a client can see is a ``GatewayError`` with a stable ``code`` and an HTTP ``status``; every
+class of this module is drawn here and exported by ``litellm_cloud`` (bases too, to catch a family)::
 
-    GatewayError                      (code, status, message, retry_after)
-    ├── AuthError
-    │   ├── InvalidApiKey             401 invalid_api_key
-    │   ├── AuthUnavailable           503 auth_unavailable
-    │   └── AuthTimeout               504 auth_timeout
-    ├── AccessError
-    │   ├── ModelNotAllowed           403 model_not_allowed
-    │   ├── RouteNotAllowed           403 route_not_allowed
-    │   ├── TierNotConfigured         403 tier_not_configured
-    │   └── ModelNotFound             404 model_not_found
-    ├── LimitError                    429, with retry_after
-    │   ├── RateLimited               429 rate_limited
-    │   ├── DailyQuotaExceeded        429 daily_quota_exceeded
-    │   └── ConcurrencyLimited        429 concurrency_limited
-    ├── LimiterUnavailable            503 limiter_unavailable
-    ├── ModelUnavailable              503 model_unavailable
-    └── BadRequest                    400 invalid_request
+    Exception
+    ├── ConfigError                   (never reaches a client: stops a process at start-up)
+    └── GatewayError                  500 gateway_error (code, status, message, retry_after)
+        ├── AuthError
+        │   ├── InvalidApiKey         401 invalid_api_key
+        │   ├── AuthUnavailable       503 auth_unavailable
+        │   └── AuthTimeout           504 auth_timeout
+        ├── AccessError
+        │   ├── ModelNotAllowed       403 model_not_allowed
+        │   ├── RouteNotAllowed       403 route_not_allowed
+        │   ├── TierNotConfigured     403 tier_not_configured
+        │   └── ModelNotFound         404 model_not_found
+        ├── LimitError                429, with retry_after
+        │   ├── RateLimited           429 rate_limited
+        │   ├── DailyQuotaExceeded    429 daily_quota_exceeded
+        │   └── ConcurrencyLimited    429 concurrency_limited
+        ├── RevocationNotShared       503 revocation_not_shared
+        ├── LimiterUnavailable        503 limiter_unavailable
+        ├── ModelUnavailable          503 model_unavailable
+        └── BadRequest                400 invalid_request
 
-``ConfigError`` is apart: it never reaches a client, it stops a process at start-up with a message that
-says what to fix. Conversion to an HTTP answer happens only at the LiteLLM edge (``to_openai``).
+``ConfigError`` says what to fix. Conversion to an HTTP answer happens only at the LiteLLM edge
+(``to_openai``; ``_edge.py`` wraps a ``GatewayError`` in ``GatewayProxyException`` and, for failure hooks,
+``GatewayHTTPException``). Internal errors, translated at their boundary and never shown as they are:
+``limits.storage.StorageError`` (the limiter applies its policy), ``auth.backend.BackendContractError``
+and ``auth.backend._Failed`` (both become ``AuthUnavailable``), ``auth.revocation.RevocationPublishFailed``
+(becomes ``RevocationNotShared``); the tunnel has its own tree in ``tunnel/errors.py``.
 """
 
 from __future__ import annotations

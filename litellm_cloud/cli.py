@@ -9,7 +9,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from ._errors import ConfigError
@@ -52,18 +52,6 @@ def _settings(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _optional_parsers() -> list[Callable[[argparse._SubParsersAction], None]]:
-    """Commands of parts that may not be installed in this build (each registers itself)."""
-    adders = []
-    for module in ("litellm_cloud.dev", "litellm_cloud.tunnel._cli", "litellm_cloud.doctor"):
-        try:
-            mod = __import__(module, fromlist=["add_parser"])
-        except ImportError:
-            continue
-        adders.append(mod.add_parser)
-    return adders
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="litellm-cloud", description="HeartCode's LiteLLM gateway.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -86,7 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     settings.add_argument("--markdown", action="store_true", help="print the README's table instead")
     settings.set_defaults(func=_settings)
 
-    for add in _optional_parsers():
+    # Each part with commands of its own registers them (imported here: their imports are heavier).
+    from . import dev, doctor
+    from .tunnel import cli as tunnel_cli
+
+    for add in (dev.add_parser, tunnel_cli.add_parser, doctor.add_parser):
         add(sub)
     return parser
 

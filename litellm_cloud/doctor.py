@@ -228,7 +228,7 @@ def _post_empty_export(client: httpx.Client, url: str, options: DoctorOptions, *
 
 def check_langfuse(settings: Settings, client: httpx.Client, options: DoctorOptions) -> Check:
     """Off without keys; with both, Langfuse's OTLP endpoint exists and accepts them (an empty export)."""
-    from .observability._otlp import LANGFUSE_OTLP_PATH
+    from .observability import LANGFUSE_OTLP_PATH
 
     public, secret = settings.langfuse_public_key, settings.langfuse_secret_key
     if not public and not secret:
@@ -252,7 +252,7 @@ def check_langfuse(settings: Settings, client: httpx.Client, options: DoctorOpti
 
 def check_otlp(settings: Settings, client: httpx.Client, options: DoctorOptions) -> Check:
     """``HEARTCODE_OTLP_ENDPOINT`` answers an empty export with its headers."""
-    from .observability._otlp import parse_headers
+    from .observability import parse_headers
 
     url = settings.otlp_endpoint
     headers = {k: v.reveal() for k, v in parse_headers(settings.otlp_headers.reveal()).items()}

@@ -4,23 +4,47 @@ LiteLLM loads ``custom_auth.py`` by file path, once per name that the config ref
 module must hold no state of its own. It asks ``gateway()`` instead, which builds the one ``Gateway`` of
 this process on first use from the process environment. Everything below it receives what it needs
 as arguments; nothing else reads the environment.
+
+One life cycle for the process: ``build_gateway`` installs LiteLLM's adaptations (``_litellm_compat``)
+and builds the parts; ``gateway()`` mounts our routes and calls ``Gateway.start``, which starts the
+background tasks (the revocation listener, the limiter's lease heartbeat) on the running event loop.
+LiteLLM imports ``custom_auth`` inside its start-up (``proxy_startup_event`` loads the config), so that
+loop is the one that serves requests; no request starts anything.
+
+Which failure hook wins. LiteLLM runs ``async_post_call_failure_hook`` of every callback, in the order
+of ``litellm_settings.callbacks`` (``fleet.render.CALLBACKS``: access, fleet, limits, observability), and
+answers with the *first* replacement one returns. Only two ever replace an error:
+
+1. ``access_hook``: LiteLLM's own refusals of a client's request (routing fields, a URL-valued model)
+   become ``400 invalid_request``;
+2. ``fleet_hook``: an outage of the model group becomes ``503 model_unavailable`` (never one of our
+   own errors).
+
+Access first is right: a request LiteLLM refused as malformed never reached a server, and a client told
+"retry shortly" would send the same request again. The limits hook only gives the reservation back and
+the observability hook only records (reading the original error, as ``_record.outcome`` predicts what
+the fleet hook makes of it): neither replaces anything, so their place after the two is free.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 import os
 from dataclasses import dataclass
 
 from fastapi import APIRouter
-from litellm.integrations.custom_logger import CustomLogger
 
+from . import _litellm_compat
 from ._config import Settings
-from .auth import Auth, build_auth
+from .auth import AccessHook, Auth, build_auth
 from .fleet.hook import FleetHook
-from .limits import build_limits_hook
-from .observability import Metrics, build_observability_hook
+from .limits import LimitsHook, TierLimits, build_limits
+from .observability import Metrics, ObservabilityHook, build_observability_hook
 from .playground import playground_router
+
+log = logging.getLogger("litellm_cloud.gateway")
 
 
 @dataclass(frozen=True)
@@ -30,34 +54,45 @@ class Gateway:
     settings: Settings
     metrics: Metrics
     auth: Auth
-    access_hook: CustomLogger
-    fleet_hook: CustomLogger
-    limits_hook: CustomLogger
-    observability_hook: CustomLogger
+    limits: TierLimits
+    fleet_hook: FleetHook
+    observability_hook: ObservabilityHook
+
+    @property
+    def access_hook(self) -> AccessHook:
+        return self.auth.access_hook
+
+    @property
+    def limits_hook(self) -> LimitsHook:
+        return self.limits.hook
 
     def routers(self) -> list[APIRouter]:
-        """Our own HTTP routes (revocation, usage, metrics, the playground page), from whichever parts define them."""
-        parts = (self.auth, self.limits_hook, self.observability_hook)
-        found = [r for r in (getattr(p, "router", None) for p in parts) if isinstance(r, APIRouter)]
-        return [*found, playground_router()]
+        """Our own HTTP routes: key revocation, ``/v1/usage``, ``/metrics``, the playground page."""
+        routers = [self.auth.router, self.limits.router, self.observability_hook.router, playground_router()]
+        return [r for r in routers if r is not None]
 
     def mount(self, app: object) -> None:
         """Put our routes first in LiteLLM's FastAPI app, ahead of its catch-all routes."""
         routes = [route for router in self.routers() for route in router.routes]
         app.router.routes[0:0] = routes  # type: ignore[attr-defined]
 
+    def start(self) -> None:
+        """Start the background tasks on the running event loop (idempotent)."""
+        asyncio.get_running_loop()  # fail before starting either, not between them
+        self.auth.revocations.start()
+        self.limits.limiter.start_heartbeat()
+
 
 def build_gateway(settings: Settings) -> Gateway:
     """Wire the gateway's parts together from ``settings``."""
-    metrics = Metrics.create()
-    auth = build_auth(settings, metrics)
+    _litellm_compat.install()
+    metrics = Metrics()
     return Gateway(
         settings=settings,
         metrics=metrics,
-        auth=auth,
-        access_hook=auth.access_hook,
+        auth=build_auth(settings, metrics),
+        limits=build_limits(settings, metrics),
         fleet_hook=FleetHook(settings.fleet),
-        limits_hook=build_limits_hook(settings, metrics),
         observability_hook=build_observability_hook(settings, metrics),
     )
 
@@ -69,4 +104,8 @@ def gateway() -> Gateway:
     from litellm.proxy.proxy_server import app  # the running proxy's app; imported only inside it
 
     built.mount(app)
+    try:
+        built.start()
+    except RuntimeError:  # imported outside LiteLLM's start-up: say so rather than run without them
+        log.error("no running event loop: revocation listener and lease heartbeat not started")
     return built

@@ -34,17 +34,19 @@ class Identity:
         return asdict(self)
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping[str, Any] | None) -> Identity | None:
-        """The identity stored by auth, or ``None`` (master key, public route, or no auth ran)."""
-        if not metadata:
-            return None
-        raw = metadata.get(IDENTITY_KEY)
+    def from_metadata(cls, metadata: Any) -> Identity | None:
+        """The identity stored by auth, or ``None`` (master key, public route, no auth ran, or a shape
+        that is not ours: tolerated, because a hook that raises answers the client with a 500)."""
+        raw = metadata.get(IDENTITY_KEY) if isinstance(metadata, Mapping) else None
         if not isinstance(raw, Mapping):
             return None
-        return cls(
-            user_id=str(raw["user_id"]),
-            key_id=str(raw["key_id"]),
-            key_hash=str(raw["key_hash"]),
-            tier=str(raw["tier"]),
-            age_verified=bool(raw["age_verified"]),
-        )
+        try:
+            return cls(
+                user_id=str(raw["user_id"]),
+                key_id=str(raw["key_id"]),
+                key_hash=str(raw["key_hash"]),
+                tier=str(raw["tier"]),
+                age_verified=bool(raw["age_verified"]),
+            )
+        except KeyError:
+            return None

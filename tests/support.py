@@ -240,6 +240,32 @@ def simulated_gateway(
             proc.stop()
 
 
-def chat(model: str, content: str = "Hello there", **extra: object) -> dict[str, object]:
-    """A chat completion request body."""
-    return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+def chat(model: str | None, content: str = "Hello there", **extra: Any) -> dict[str, Any]:
+    """The one chat completion request body builder (``model=None``: a body without a model)."""
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": content}], **extra}
+    if model is not None:
+        body = {"model": model, **body}
+    return body
+
+
+class GatewayClient:
+    """The one HTTP client for a proxy in tests: it fails the test if any answer echoes the raw
+    ``hc-sk-`` key it sent (nothing after auth may see the key, errors included)."""
+
+    def __init__(self, base: str, *, timeout: float = 30) -> None:
+        self.base = base
+        self.client = httpx.Client(base_url=base, timeout=timeout)
+
+    def request(self, method: str, path: str, key: str | None = None, **kw: Any) -> httpx.Response:
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        headers.update(kw.pop("headers", {}))
+        r = self.client.request(method, path, headers=headers, **kw)
+        if key and key.startswith("hc-sk-"):
+            assert key not in r.text, f"{method} {path} echoed the raw key"
+        return r
+
+    def post(self, path: str, key: str | None, body: Mapping[str, Any], **kw: Any) -> httpx.Response:
+        return self.request("POST", path, key, json=dict(body), **kw)
+
+    def close(self) -> None:
+        self.client.close()

@@ -8,21 +8,19 @@
     hook.py          the LiteLLM edge: the custom_auth function and the access hook
     revocation.py    dropping keys from every replica's cache (Redis pub/sub, or this process)
     admin.py         POST /hc/keys/revoke (master key only)
-    _litellm_compat.py  keeps our error code on LiteLLM's pre-auth refusal path
 
-``build_auth(settings, metrics)`` wires them into one ``Auth``; docs/auth.md tells the whole story.
+``build_auth(settings, metrics)`` wires them into one ``Auth``; docs/auth.md tells the whole story. The
+revocation listener is a background task: ``gateway.Gateway.start`` starts it, with the proxy.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 from fastapi import APIRouter
 
 from .._config import Settings
 from ..observability import Metrics
-from . import _litellm_compat
 from .admin import build_admin_router
 from .authenticator import Authenticator, new_cache
 from .backend import HttpKeyBackend, KeyBackend
@@ -45,8 +43,7 @@ class Auth:
 
 
 def build_auth(settings: Settings, metrics: Metrics, *, backend: KeyBackend | None = None) -> Auth:
-    """Build auth from settings; a tier naming a model group the fleet lacks raises ``ConfigError``."""
-    _litellm_compat.install()
+    """Build auth from settings (their tiers and fleet already checked against each other)."""
     gate = ModelGate(settings.fleet, settings.tiers)
     cache = new_cache(
         ttl=settings.auth_cache_ttl,
@@ -61,13 +58,9 @@ def build_auth(settings: Settings, metrics: Metrics, *, backend: KeyBackend | No
     revocations: Revocations = (
         RedisRevocations(cache, settings.redis_url) if settings.redis_url else LocalRevocations(cache)
     )
-    # Subscribe now if an event loop runs (LiteLLM imports custom_auth inside its start-up), so a replica
-    # hears revocations before its first request; otherwise the first request starts it.
-    with contextlib.suppress(RuntimeError):
-        revocations.start()
     master = MasterKey(settings.master_key)
     return Auth(
-        user_api_key_auth=make_auth_function(authenticator, gate, master, on_call=revocations.start),
+        user_api_key_auth=make_auth_function(authenticator, gate, master),
         access_hook=AccessHook(gate),
         router=build_admin_router(revocations, master),
         authenticator=authenticator,

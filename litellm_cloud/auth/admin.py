@@ -18,6 +18,7 @@ import json
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from .._bearer import bearer_token
 from .._edge import to_proxy_exception
 from .._errors import BadRequest, GatewayError, InvalidApiKey, RevocationNotShared, RouteNotAllowed
 from .hook import MasterKey
@@ -28,21 +29,14 @@ REVOKE_PATH = "/hc/keys/revoke"
 _BODY_FIELDS: dict[str, Field] = {"api_key": "digest", "key_hash": "key_hash", "key_id": "key_id", "user_id": "user_id"}
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
 def build_admin_router(revocations: Revocations, master: MasterKey) -> APIRouter:
     """The router with the revocation endpoint."""
     router = APIRouter()
 
     @router.post(REVOKE_PATH, include_in_schema=False)
     async def revoke(request: Request) -> JSONResponse:
-        revocations.start()
         try:
-            token = _bearer(request)
+            token = bearer_token(request.headers)
             if token is None:
                 raise InvalidApiKey("Missing API key: this endpoint takes the LiteLLM master key.")
             if not master.matches(token):

@@ -118,9 +118,9 @@ class HttpKeyBackend:
         except AuthTimeout:
             outcome = "timeout"
             raise
-        except AuthUnavailable as exc:
-            outcome = getattr(exc, "outcome", "unavailable")
-            raise
+        except _Failed as failed:
+            outcome = failed.outcome
+            raise AuthUnavailable("The key service is unavailable; retry shortly.") from None
         finally:
             self._metrics.backend_validation(self._clock() - start, outcome)
 
@@ -137,25 +137,28 @@ class HttpKeyBackend:
             ) from None
         except httpx.HTTPError as exc:
             log.warning("key backend unreachable for %s: %s", who, type(exc).__name__)
-            raise _unavailable("unavailable") from None
+            raise _Failed("unavailable") from None
         status = response.status_code
         if status in (401, 404):
             return BackendVerdict(valid=False, reason=f"backend answered {status}")
         if status != 200:
             outcome = "unavailable" if status >= 500 or status == 429 else "error"
             log.warning("key backend answered %d for %s", status, who)
-            raise _unavailable(outcome)
+            raise _Failed(outcome)
         try:
             return parse_verdict(response.json())
         except (ValueError, BackendContractError) as exc:
             log.error("key backend broke the contract for %s: %s", who, exc)
-            raise _unavailable("error") from None
+            raise _Failed("error") from None
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
 
-def _unavailable(outcome: str) -> AuthUnavailable:
-    err = AuthUnavailable("The key service is unavailable; retry shortly.")
-    err.outcome = outcome  # type: ignore[attr-defined]  # the metric label, read by validate()
-    return err
+class _Failed(Exception):
+    """Inside ``HttpKeyBackend``: the call failed; ``outcome`` is its metric label. ``validate`` turns it
+    into the ``AuthUnavailable`` callers see."""
+
+    def __init__(self, outcome: str) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from .._errors import BadRequest, ConfigError, ModelNotAllowed, ModelNotFound, RouteNotAllowed
+from .._errors import BadRequest, ModelNotAllowed, ModelNotFound, RouteNotAllowed
 from ..fleet.manifest import Manifest
 from ..identity import Identity
 from ..tiers import Tiers
@@ -64,17 +64,15 @@ def check_route(route: str) -> None:
 
 
 class ModelGate:
-    """Model access by tier and age verification, precomputed per (tier, age_verified)."""
+    """Model access by tier and age verification, precomputed per (tier, age_verified).
+
+    ``tiers`` and ``fleet`` come from one ``Settings``, which has checked that every group a tier names
+    is in the fleet.
+    """
 
     def __init__(self, fleet: Manifest, tiers: Tiers) -> None:
         self._fleet = fleet
         self._tiers = tiers
-        for tier in tiers.values():
-            unknown = sorted(set(tier.model_groups) - set(fleet.groups))
-            if unknown:
-                raise ConfigError(
-                    f"tier {tier.name!r} allows model groups the fleet manifest does not have: {', '.join(unknown)}"
-                )
         self._names: dict[tuple[str, bool], tuple[str, ...]] = {}
         for tier in tiers.values():
             for verified in (False, True):

@@ -21,13 +21,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import HTTPException, Request
-from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import LitellmUserRoles, SpecialModelNames, UserAPIKeyAuth
 from litellm.proxy.auth.auth_utils import get_request_route
 
 from .._config import Secret
 from .._edge import to_proxy_exception, to_replacement_exception
 from .._errors import BadRequest, GatewayError, InvalidApiKey
+from .._litellm import GatewayHook, identity_of, is_master
 from ..identity import IDENTITY_KEY, Identity, key_hash
 from .authenticator import Authenticator
 from .gates import ModelGate, check_fields, check_route
@@ -57,9 +57,7 @@ class MasterKey:
         return hmac.compare_digest(api_key.encode("utf-8", "surrogatepass"), self._value)
 
 
-def make_auth_function(
-    authenticator: Authenticator, gate: ModelGate, master: MasterKey, on_call: Callable[[], None] | None = None
-) -> AuthFunction:
+def make_auth_function(authenticator: Authenticator, gate: ModelGate, master: MasterKey) -> AuthFunction:
     """The ``custom_auth`` callable LiteLLM invokes on every authenticated request."""
 
     # dataclasses.asdict costs ~15 us a call, a fifth of the whole hook: serialise each identity once and
@@ -69,8 +67,6 @@ def make_auth_function(
         return tuple(identity.to_metadata().items())
 
     async def user_api_key_auth(request: Request, api_key: str | None) -> UserAPIKeyAuth:
-        if on_call is not None:
-            on_call()
         if master.matches(api_key):
             return UserAPIKeyAuth(api_key=master.name, user_role=LitellmUserRoles.PROXY_ADMIN)
         try:
@@ -90,7 +86,7 @@ def make_auth_function(
     return user_api_key_auth
 
 
-class AccessHook(CustomLogger):
+class AccessHook(GatewayHook):
     """Model access for each inference request; the master key passes untouched."""
 
     def __init__(self, gate: ModelGate) -> None:
@@ -100,10 +96,10 @@ class AccessHook(CustomLogger):
     async def async_pre_call_hook(
         self, user_api_key_dict: UserAPIKeyAuth, cache: Any, data: dict, call_type: Any
     ) -> None:
-        if user_api_key_dict.user_role == LitellmUserRoles.PROXY_ADMIN:
+        if is_master(user_api_key_dict):
             return
         try:
-            identity = Identity.from_metadata(user_api_key_dict.metadata)
+            identity = identity_of(user_api_key_dict)
             if identity is None:
                 # Not ours: fail closed rather than let an unknown caller past the model gate.
                 raise InvalidApiKey("This request carries no HeartCode identity.")
@@ -113,14 +109,8 @@ class AccessHook(CustomLogger):
             raise to_proxy_exception(err) from None
         return
 
-    async def async_post_call_failure_hook(
-        self,
-        request_data: dict,
-        original_exception: Exception,
-        user_api_key_dict: UserAPIKeyAuth,
-        traceback_str: str | None = None,
-    ) -> HTTPException | None:
-        err = litellm_refusal(original_exception)
+    async def on_failure(self, request_data: dict[str, Any], exc: Exception) -> HTTPException | None:
+        err = litellm_refusal(exc)
         return to_replacement_exception(err) if err is not None else None
 
 
@@ -146,7 +136,7 @@ def litellm_refusal(exc: BaseException) -> BadRequest | None:
     """Our 400 for a client mistake LiteLLM refuses in its own words, or None for anything else.
 
     - Client-side routing fields (api_base, ...), refused before our auth runs with a bare ValueError
-      that would become a 500 (``_litellm_compat`` keeps our code on that path).
+      that would become a 500 (``litellm_cloud._litellm_compat`` keeps our code on that path).
     - A URL-valued destination (``"model": "http://..."``), refused with an HTTPException whose detail
       is ``{"error": "invalid_request", "param": ...}``; it would answer code "400".
     """

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 import litellm
 from fastapi import HTTPException
-from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import ProxyException, UserAPIKeyAuth
 
 from .._edge import to_proxy_exception, to_replacement_exception
 from .._errors import BadRequest, ModelUnavailable
+from .._litellm import GatewayHook, gateway_error_of, metadata_dicts
 from .manifest import Manifest
 from .validate import validate_request
 
@@ -41,11 +42,9 @@ _NO_DEPLOYMENTS = ("No deployments available", "No healthy deployment available"
 
 def failed_deployments(request_kwargs: Mapping[str, object] | None) -> frozenset[str]:
     """The ids of the servers that already failed this request (LiteLLM's retry breadcrumbs)."""
-    if not request_kwargs:
-        return frozenset()
-    metadata = request_kwargs.get("litellm_metadata") or request_kwargs.get("metadata")
-    breadcrumbs = metadata.get("previous_models") if isinstance(metadata, Mapping) else None
-    if not isinstance(breadcrumbs, (list, tuple)):
+    found = (meta.get("previous_models") for meta in metadata_dicts(request_kwargs))
+    breadcrumbs = next((b for b in found if isinstance(b, (list, tuple))), None)
+    if breadcrumbs is None:
         return frozenset()
     return frozenset(
         crumb["deployment_id"]
@@ -63,7 +62,7 @@ def is_fleet_unavailable(exc: BaseException) -> bool:
     return any(marker in str(exc) for marker in _NO_DEPLOYMENTS)
 
 
-class FleetHook(CustomLogger):
+class FleetHook(GatewayHook):
     """Refuses malformed requests before routing, sends retries to servers that have not failed the
     request yet, and maps a fleet outage to ``503 model_unavailable``."""
 
@@ -95,20 +94,14 @@ class FleetHook(CustomLogger):
         untried = [d for d in healthy_deployments if (d.get("model_info") or {}).get("id") not in failed]
         return untried or healthy_deployments
 
-    async def async_post_call_failure_hook(
-        self,
-        request_data: dict,
-        original_exception: Exception,
-        user_api_key_dict: UserAPIKeyAuth,
-        traceback_str: str | None = None,
-    ) -> HTTPException | None:
-        if getattr(original_exception, "gateway_error", None) is not None:
+    async def on_failure(self, request_data: dict[str, Any], exc: Exception) -> HTTPException | None:
+        if gateway_error_of(exc) is not None:
             return None  # ours already
-        if not is_fleet_unavailable(original_exception):
+        if not is_fleet_unavailable(exc):
             return None
         requested = str(request_data.get("model") or "")
         group = self._manifest.resolve(requested) or requested or "the requested model"
-        log.warning("model group %s unavailable: %s", group, type(original_exception).__name__)
+        log.warning("model group %s unavailable: %s", group, type(exc).__name__)
         return to_replacement_exception(
             ModelUnavailable(
                 f"No GPU server of {group} can answer right now; retry shortly.",

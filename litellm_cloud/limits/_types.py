@@ -15,6 +15,20 @@ WINDOW_MS = 60_000
 DAY_MS = 86_400_000
 
 
+def window_reset_ms(oldest_ms: int | None, now_ms: int) -> int:
+    """Milliseconds until the entry made at ``oldest_ms`` leaves the rolling minute (0: nothing counted).
+
+    Replicas stamp entries with their own clocks, so an entry can be a few ms "newer" than ``now_ms``:
+    never more than a window, never negative.
+    """
+    return 0 if oldest_ms is None else min(WINDOW_MS, max(0, oldest_ms + WINDOW_MS - now_ms))
+
+
+def next_day_ms(now_ms: int) -> int:
+    """When the UTC day of ``now_ms`` ends (the daily quota resets), in ms since the epoch."""
+    return (now_ms // DAY_MS + 1) * DAY_MS
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """What one subject may use: requests and tokens per rolling minute, tokens per UTC day, in flight."""
@@ -41,7 +55,7 @@ class Cost:
             raise ValueError(f"cost needs 0 < need <= want, got need={self.need} want={self.want}")
 
 
-class Refusal(str, Enum):
+class RefusalReason(str, Enum):
     """Why a storage refused an admission (the limiter turns it into a ``LimitError``)."""
 
     DAY = "day"
@@ -71,7 +85,7 @@ class AdmitResult:
     the entry whose expiry makes room (RPM, TPM); ``None`` for the day and concurrency.
     """
 
-    refusal: Refusal | None
+    refusal: RefusalReason | None
     reserved: int
     free_at_ms: int | None
     usage: Usage

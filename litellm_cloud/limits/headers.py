@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from ._types import DAY_MS, WINDOW_MS, Limits, Usage
+from ._types import Limits, Usage, next_day_ms, window_reset_ms
 
 
 def duration(ms: int) -> str:
@@ -34,19 +34,15 @@ def duration(ms: int) -> str:
     return f"{secs}s"
 
 
-def _reset(oldest_ms: int | None, now_ms: int) -> int:
-    return 0 if oldest_ms is None else min(WINDOW_MS, max(0, oldest_ms + WINDOW_MS - now_ms))
-
-
 def rate_limit_headers(limits: Limits, usage: Usage) -> dict[str, str]:
     """The response headers for ``usage`` under ``limits``."""
     now = usage.now_ms
     return {
         **limit_headers(limits, now),
         "x-ratelimit-remaining-requests": str(max(0, limits.rpm - usage.requests)),
-        "x-ratelimit-reset-requests": duration(_reset(usage.oldest_request_ms, now)),
+        "x-ratelimit-reset-requests": duration(window_reset_ms(usage.oldest_request_ms, now)),
         "x-ratelimit-remaining-tokens": str(max(0, limits.tpm - usage.tokens)),
-        "x-ratelimit-reset-tokens": duration(_reset(usage.oldest_tokens_ms, now)),
+        "x-ratelimit-reset-tokens": duration(window_reset_ms(usage.oldest_tokens_ms, now)),
         "x-ratelimit-remaining-tokens-day": str(max(0, limits.daily_tokens - usage.day_tokens)),
     }
 
@@ -57,5 +53,5 @@ def limit_headers(limits: Limits, now_ms: int) -> dict[str, str]:
         "x-ratelimit-limit-requests": str(limits.rpm),
         "x-ratelimit-limit-tokens": str(limits.tpm),
         "x-ratelimit-limit-tokens-day": str(limits.daily_tokens),
-        "x-ratelimit-reset-tokens-day": duration(DAY_MS - now_ms % DAY_MS),
+        "x-ratelimit-reset-tokens-day": duration(next_day_ms(now_ms) - now_ms),
     }

@@ -17,27 +17,25 @@ writes into the request's LiteLLM metadata (``litellm_call_id`` is client-settab
 from __future__ import annotations
 
 import asyncio
-import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from litellm.integrations.custom_logger import CustomLogger
+from fastapi import HTTPException
 from litellm.proxy._types import UserAPIKeyAuth
 
 from .._edge import to_proxy_exception
 from .._errors import LimitError
-from ..identity import Identity
+from .._litellm import GatewayHook, callback_metadata_dicts, identity_of, metadata_dicts, writable_metadata
 from ..observability import Metrics
-from ..tiers import Tier, Tiers
 from ._types import Limits, Usage
 from .estimate import estimate_cost, prompt_tokens, text_tokens
 from .headers import limit_headers, rate_limit_headers
 from .limiter import Limiter, Ticket
-
-log = logging.getLogger("litellm_cloud.limits")
+from .metering import StreamMeter, response_text, usage_tokens
+from .subjects import Subjects
 
 META_KEY = "hc_limits_ticket"
 RECORD_MAX_AGE_S = 3600.0  # a record no hook finished (should not happen) is dropped after this
@@ -58,114 +56,23 @@ class _Record:
         return self.ticket is None or self.ticket.settled
 
 
-def _metadata(data: dict[str, Any]) -> dict[str, Any]:
-    for name in ("litellm_metadata", "metadata"):
-        meta = data.get(name)
-        if isinstance(meta, dict):
-            return meta
-    meta = data["metadata"] = {}
-    return meta
+class LimitsHook(GatewayHook):
+    """Tier limits at the LiteLLM edge: admit, settle, report in headers."""
 
-
-def _get(obj: Any, name: str) -> Any:
-    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
-
-
-def usage_tokens(response: Any) -> int | None:
-    """Prompt + completion tokens the upstream reported in a response or stream chunk, if it did."""
-    usage = _get(response, "usage")
-    if usage is None:
-        return None
-    prompt, completion, total = (
-        _get(usage, "prompt_tokens"),
-        _get(usage, "completion_tokens"),
-        _get(usage, "total_tokens"),
-    )
-    if isinstance(prompt, int) or isinstance(completion, int):
-        return int(prompt or 0) + int(completion or 0)
-    return int(total) if isinstance(total, int) else None
-
-
-def _response_text(response: Any) -> str:
-    parts = []
-    for choice in _get(response, "choices") or []:
-        message = _get(choice, "message") or _get(choice, "delta")
-        content = _get(message, "content") if message is not None else _get(choice, "text")
-        if isinstance(content, str):
-            parts.append(content)
-    return "".join(parts)
-
-
-# Delta fields that carry generated tokens (reasoning models stream reasoning_content first).
-_PRODUCED_FIELDS = ("content", "tool_calls", "reasoning_content", "function_call")
-
-
-class StreamMeter:
-    """Counts a stream: the upstream's usage chunk when one comes, else the prompt plus one token a chunk.
-
-    A stream cut short (upstream error, cancellation, client gone) before its first content chunk and
-    without a usage chunk produced nothing anyone can see: it is charged 0, like a failed call. Once
-    content was sent, the prompt was processed and the chunks delivered: both are charged.
-    """
-
-    def __init__(self, prompt: int) -> None:
-        self.prompt = prompt
-        self.chunks = 0
-        self.reported: int | None = None
-        self.finished = False  # the upstream's stream ended normally
-
-    def observe(self, chunk: Any) -> None:
-        reported = usage_tokens(chunk)
-        if reported:
-            self.reported = reported
-        for choice in _get(chunk, "choices") or []:
-            delta = _get(choice, "delta")
-            if delta is not None and any(_get(delta, f) for f in _PRODUCED_FIELDS):
-                self.chunks += 1
-
-    @property
-    def tokens(self) -> int:
-        if self.reported is not None:
-            return self.reported
-        if self.chunks == 0 and not self.finished:
-            return 0
-        return self.prompt + self.chunks
-
-
-class LimitsHook(CustomLogger):
-    """Tier limits at the LiteLLM edge; ``router`` serves ``GET /v1/usage``."""
-
-    def __init__(
-        self, limiter: Limiter, tiers: Tiers, metrics: Metrics, *, scope: Literal["account", "key"] = "account"
-    ) -> None:
+    def __init__(self, limiter: Limiter, subjects: Subjects, metrics: Metrics) -> None:
         super().__init__()
         self.limiter = limiter
-        self.tiers = tiers
-        self.scope = scope
+        self.subjects = subjects
         self._metrics = metrics
         self._records: dict[str, _Record] = {}
-        from .usage import usage_router  # the route needs LiteLLM's auth dependency: import late
-
-        self.router = usage_router(self)
-
-    def subject(self, ident: Identity) -> str:
-        """The counter a request counts against: the account, or the key with ``scope == "key"``."""
-        return f"key:{ident.key_hash}" if self.scope == "key" else f"acct:{ident.user_id}"
-
-    def tier_of(self, ident: Identity) -> Tier | None:
-        return self.tiers.get(ident.tier)
 
     # --- records -----------------------------------------------------------------------------------
 
     def _record(self, data: dict[str, Any] | None) -> tuple[str, _Record] | None:
-        if not isinstance(data, dict):
-            return None
-        for name in ("litellm_metadata", "metadata"):
-            meta = data.get(name)
-            if isinstance(meta, dict) and isinstance(meta.get(META_KEY), str):
-                rec = self._records.get(meta[META_KEY])
-                if rec is not None:
-                    return meta[META_KEY], rec
+        for meta in metadata_dicts(data):
+            rid = meta.get(META_KEY)
+            if isinstance(rid, str) and rid in self._records:
+                return rid, self._records[rid]
         return None
 
     def _done(self, rid: str, rec: _Record) -> None:
@@ -190,13 +97,10 @@ class LimitsHook(CustomLogger):
     async def async_pre_call_hook(
         self, user_api_key_dict: UserAPIKeyAuth, cache: Any, data: dict, call_type: Any
     ) -> dict | None:
-        ident = Identity.from_metadata(getattr(user_api_key_dict, "metadata", None))
+        ident = identity_of(user_api_key_dict)
         if ident is None:
             return None  # the master key: no tier, no limits
-        tier = self.tier_of(ident)
-        if tier is None:
-            log.error("tier %r of %s is not in the tiers file; request not limited", ident.tier, ident.key_hash)
-            return None
+        tier = self.subjects.tier_of(ident)
         limits = Limits.of(tier)
         now = time.monotonic()
         self._sweep(now)
@@ -204,11 +108,10 @@ class LimitsHook(CustomLogger):
             _ask_for_stream_usage(data)
         prompt = prompt_tokens(data)
         cost = estimate_cost(data, str(call_type), limits, prompt=prompt)
-        self.limiter.ensure_heartbeat()
-        decision = await self.limiter.admit(self.subject(ident), tier.name, limits, cost)
+        decision = await self.limiter.admit(self.subjects.subject(ident), tier.name, limits, cost)
         rid = decision.ticket.id if decision.ticket else secrets.token_hex(8)
         self._records[rid] = _Record(limits, prompt, decision.usage, decision.ticket, now)
-        _metadata(data)[META_KEY] = rid
+        writable_metadata(data)[META_KEY] = rid
         if decision.error is not None:
             if isinstance(decision.error, LimitError):
                 self._metrics.limiter_refusal(decision.error.code, tier.name)
@@ -222,7 +125,7 @@ class LimitsHook(CustomLogger):
         rid, rec = found
         tokens = usage_tokens(response)
         if tokens is None:
-            tokens = rec.prompt + text_tokens(_response_text(response))
+            tokens = rec.prompt + text_tokens(response_text(response))
         await self._settle(rid, rec, tokens)
         return None
 
@@ -256,28 +159,20 @@ class LimitsHook(CustomLogger):
         the success callbacks with the partial response: the first moment any hook of ours hears of a
         disconnect. What was streamed so far is final then.
         """
-        params = kwargs.get("litellm_params") if isinstance(kwargs, dict) else None
-        candidates = (kwargs.get("metadata") if isinstance(kwargs, dict) else None,
-                      params.get("metadata") if isinstance(params, dict) else None)  # fmt: skip
-        for meta in candidates:
-            if isinstance(meta, dict) and meta.get("client_disconnected") and isinstance(meta.get(META_KEY), str):
+        for meta in callback_metadata_dicts(kwargs):
+            if meta.get("client_disconnected") and isinstance(meta.get(META_KEY), str):
                 rid = meta[META_KEY]
                 rec = self._records.get(rid)
                 if rec is not None and rec.meter is not None:
                     await self._settle(rid, rec, rec.meter.tokens)
                 return
 
-    async def async_post_call_failure_hook(
-        self,
-        request_data: dict,
-        original_exception: Exception,
-        user_api_key_dict: UserAPIKeyAuth,
-        traceback_str: str | None = None,
-    ) -> None:
+    async def on_failure(self, request_data: dict[str, Any], exc: Exception) -> HTTPException | None:
         found = self._record(request_data)
         if found is not None:
             rid, rec = found
             await self._settle(rid, rec, 0)  # no-op for our own refusals and already-settled streams
+        return None
 
     async def async_post_call_response_headers_hook(
         self,

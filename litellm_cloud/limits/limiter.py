@@ -3,7 +3,7 @@
 ``admit`` reserves a request's estimated tokens (``estimate.py``) or refuses it with a ``LimitError``
 carrying ``retry_after``; ``settle`` replaces the reservation with the real count (``release`` gives it
 all back) exactly once per ticket; ``renew_leases`` keeps the concurrency leases of running requests
-alive, so a crashed proxy's slots come back after ``lease_ttl_ms``.
+alive (``start_heartbeat``), so a crashed proxy's slots come back after ``lease_ttl_ms``.
 
 When the storage fails, the configured policy applies (``on_storage_error``): ``closed`` refuses with
 ``503 limiter_unavailable``; ``open`` serves with this process's own counters. Both are logged and
@@ -30,7 +30,7 @@ from .._errors import (
     RateLimited,
 )
 from ..observability import Metrics
-from ._types import DAY_MS, WINDOW_MS, AdmitResult, Cost, Limits, Refusal, Usage
+from ._types import DAY_MS, WINDOW_MS, AdmitResult, Cost, Limits, RefusalReason, Usage, next_day_ms, window_reset_ms
 from .storage import Storage, StorageError
 from .storage.memory import MemoryStorage
 
@@ -48,9 +48,6 @@ class Ticket:
 
     id: str
     subject: str
-    tier: str
-    limits: Limits
-    cost: Cost
     reserved: int
     day: int
     storage: Storage
@@ -63,7 +60,6 @@ class Ticket:
 class Decision:
     """The answer to ``admit``: a ticket, or an error to raise; ``usage`` feeds the response headers."""
 
-    limits: Limits
     ticket: Ticket | None = None
     error: GatewayError | None = None
     usage: Usage | None = None
@@ -125,17 +121,17 @@ class Limiter:
                 "tokens per minute.",
                 retry_after=seconds(WINDOW_MS),
             )
-            return Decision(limits, error=err)
+            return Decision(error=err)
         ticket_id = secrets.token_hex(8)
         storage = self._storage(now)
         if storage is None:
-            return Decision(limits, error=self._unavailable())
+            return Decision(error=self._unavailable())
         try:
             result = await storage.admit(subject, limits, cost, ticket_id, now, now + self.lease_ttl_ms, day)
         except StorageError as exc:
             self._storage_failed(exc)
             if self.fallback is None:
-                return Decision(limits, error=self._unavailable())
+                return Decision(error=self._unavailable())
             self._metrics.limiter_storage_fallback("open")
             storage = self.fallback
             result = await storage.admit(subject, limits, cost, ticket_id, now, now + self.lease_ttl_ms, day)
@@ -145,27 +141,25 @@ class Limiter:
             else:
                 self._metrics.limiter_storage_fallback("open")
         if result.refusal is not None:
-            return Decision(limits, error=self._refusal(result, tier, limits, cost, now, day), usage=result.usage)
-        ticket = Ticket(ticket_id, subject, tier, limits, cost, result.reserved, day, storage, result.usage,
-                        created_ms=now)  # fmt: skip
+            return Decision(error=self._refusal(result, tier, limits, cost, now), usage=result.usage)
+        ticket = Ticket(ticket_id, subject, result.reserved, day, storage, result.usage, created_ms=now)
         self._active[ticket_id] = ticket
-        return Decision(limits, ticket=ticket, usage=result.usage)
+        return Decision(ticket=ticket, usage=result.usage)
 
-    def _refusal(self, res: AdmitResult, tier: str, limits: Limits, cost: Cost, now: int, day: int) -> GatewayError:
-        # Replicas stamp entries with their own clocks, so an entry can be a few ms "newer" than ``now``:
-        # never promise more than a window.
-        wait_ms = WINDOW_MS if res.free_at_ms is None else min(WINDOW_MS, res.free_at_ms + WINDOW_MS - now)
-        if res.refusal is Refusal.DAY:
+    def _refusal(self, res: AdmitResult, tier: str, limits: Limits, cost: Cost, now: int) -> GatewayError:
+        # Without the entry whose expiry makes room (should not happen), promise a whole window.
+        wait_ms = WINDOW_MS if res.free_at_ms is None else window_reset_ms(res.free_at_ms, now)
+        if res.refusal is RefusalReason.DAY:
             return DailyQuotaExceeded(
                 f"Daily quota of {limits.daily_tokens} tokens reached for the {tier} tier (it resets at 00:00 UTC).",
-                retry_after=seconds((day + 1) * DAY_MS - now),
+                retry_after=seconds(next_day_ms(now) - now),
             )
-        if res.refusal is Refusal.RPM:
+        if res.refusal is RefusalReason.RPM:
             return RateLimited(
                 f"Rate limit reached: {limits.rpm} requests per minute for the {tier} tier.",
                 retry_after=seconds(wait_ms),
             )
-        if res.refusal is Refusal.TPM:
+        if res.refusal is RefusalReason.TPM:
             return RateLimited(
                 f"Rate limit reached: {limits.tpm} tokens per minute for the {tier} tier "
                 f"(this request needs about {cost.need}).",
@@ -228,8 +222,11 @@ class Limiter:
             except StorageError as exc:
                 self._storage_failed(exc)
 
-    def ensure_heartbeat(self) -> None:
-        """Renew leases every third of their TTL from this event loop (started on first use)."""
+    def start_heartbeat(self) -> None:
+        """Renew leases every third of their TTL from the running event loop (idempotent).
+
+        Started with the proxy by ``gateway.Gateway.start``, not by requests.
+        """
         if self._heartbeat is not None and not self._heartbeat.done():
             return
         self._heartbeat = asyncio.get_running_loop().create_task(self._beat(), name="limits-lease-heartbeat")

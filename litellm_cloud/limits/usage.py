@@ -7,7 +7,7 @@ Mounted ahead of LiteLLM's routes by the gateway; it authenticates through LiteL
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
@@ -16,22 +16,21 @@ from litellm.proxy.auth.user_api_key_auth import user_api_key_auth
 
 from .._edge import to_proxy_exception
 from .._errors import BadRequest, GatewayError
-from ..identity import Identity
-from ._types import DAY_MS, WINDOW_MS, Limits, Usage
+from .._litellm import identity_of
+from ._types import Limits, Usage, next_day_ms, window_reset_ms
 from .headers import rate_limit_headers
-
-if TYPE_CHECKING:
-    from .hook import LimitsHook
+from .limiter import Limiter
+from .subjects import Subjects
 
 
 def _seconds_until(when_ms: int | None, now_ms: int) -> float:
-    return 0.0 if when_ms is None else round(min(WINDOW_MS, max(0, when_ms + WINDOW_MS - now_ms)) / 1000, 3)
+    return round(window_reset_ms(when_ms, now_ms) / 1000, 3)
 
 
 def usage_body(tier: str, scope: str, limits: Limits, usage: Usage) -> dict[str, Any]:
     """The JSON answer of the usage route."""
     now = usage.now_ms
-    next_day_ms = (now // DAY_MS + 1) * DAY_MS
+    day_ends_ms = next_day_ms(now)
     return {
         "object": "usage",
         "tier": tier,
@@ -62,29 +61,29 @@ def usage_body(tier: str, scope: str, limits: Limits, usage: Usage) -> dict[str,
                 "used": usage.day_tokens,
                 "remaining": max(0, limits.daily_tokens - usage.day_tokens),
             },
-            "resets_at": datetime.fromtimestamp(next_day_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "reset_seconds": round((next_day_ms - now) / 1000, 3),
+            "resets_at": datetime.fromtimestamp(day_ends_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "reset_seconds": round((day_ends_ms - now) / 1000, 3),
         },
         "in_flight": {"limit": limits.max_parallel, "used": usage.in_flight},
     }
 
 
-def usage_router(hook: LimitsHook) -> APIRouter:
+def usage_router(limiter: Limiter, subjects: Subjects) -> APIRouter:
     """The router serving the usage of the calling key's account (or key, per the scope setting)."""
     router = APIRouter()
 
     async def usage(user_api_key_dict: UserAPIKeyAuth = Depends(user_api_key_auth)) -> JSONResponse:  # noqa: B008
-        ident = Identity.from_metadata(getattr(user_api_key_dict, "metadata", None))
-        tier = hook.tier_of(ident) if ident is not None else None
-        if ident is None or tier is None:
+        ident = identity_of(user_api_key_dict)
+        if ident is None:
             raise to_proxy_exception(BadRequest("Usage is reported for customer API keys only."))
+        tier = subjects.tier_of(ident)
         limits = Limits.of(tier)
         try:
-            snapshot = await hook.limiter.usage(hook.subject(ident))
+            snapshot = await limiter.usage(subjects.subject(ident))
         except GatewayError as err:
             raise to_proxy_exception(err) from err
         return JSONResponse(
-            usage_body(tier.name, hook.scope, limits, snapshot), headers=rate_limit_headers(limits, snapshot)
+            usage_body(tier.name, subjects.scope, limits, snapshot), headers=rate_limit_headers(limits, snapshot)
         )
 
     router.add_api_route("/v1/usage", usage, methods=["GET"], include_in_schema=True, tags=["usage"])

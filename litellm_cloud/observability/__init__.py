@@ -18,11 +18,16 @@ from .metrics import Metrics
 
 if TYPE_CHECKING:
     from ._hook import ObservabilityHook
-    from ._otlp import Tracing
+    from ._otlp import LANGFUSE_OTLP_PATH, Tracing, parse_headers
 
 # The LiteLLM hook (and litellm itself, ~150 MB and ~3.5 s to import) and the tracing (OpenTelemetry SDK)
 # load only when asked for: the tunnel process serves these metrics too and needs neither.
-_LAZY = {"ObservabilityHook": "._hook", "Tracing": "._otlp"}
+_LAZY = {
+    "LANGFUSE_OTLP_PATH": "._otlp",
+    "ObservabilityHook": "._hook",
+    "Tracing": "._otlp",
+    "parse_headers": "._otlp",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -51,17 +56,10 @@ def build_tracing(settings: Settings, metrics: Metrics) -> Tracing | None:
 
 def build_observability_hook(settings: Settings, metrics: Metrics) -> ObservabilityHook:
     """The LiteLLM hook that records metrics and traces for every request, with its ``/metrics`` router."""
-    import litellm
-
     from ._hook import ObservabilityHook
     from ._route import metrics_router
 
     fleet = settings.fleet
-    # LiteLLM's PrometheusAuthMiddleware runs custom auth on every /metrics request before any route:
-    # our auth refuses the metrics token there, and each scrape would count as a refused request. Our
-    # route checks its own token, so the middleware's check is switched off (as the rendered config's
-    # litellm_settings.require_auth_for_metrics_endpoint: false would).
-    litellm.require_auth_for_metrics_endpoint = False
     metrics.set_known_labels(
         tiers=list(settings.tiers),
         model_groups=list(fleet.groups),
@@ -80,4 +78,12 @@ def build_observability_hook(settings: Settings, metrics: Metrics) -> Observabil
     return hook
 
 
-__all__ = ["Metrics", "ObservabilityHook", "Tracing", "build_observability_hook", "build_tracing"]
+__all__ = [
+    "LANGFUSE_OTLP_PATH",
+    "Metrics",
+    "ObservabilityHook",
+    "Tracing",
+    "build_observability_hook",
+    "build_tracing",
+    "parse_headers",
+]

@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .._errors import GatewayError
+from .._litellm import gateway_error_of, identity_in, identity_of, is_master, metadata_dicts
 from ..fleet.hook import is_fleet_unavailable
 from ..fleet.manifest import Manifest
 from ..identity import Identity, key_hash
 from .metrics import TIER_MASTER, TIER_NONE
 
-_IDENTITY_HOLDERS = ("user_api_key_metadata", "user_api_key_auth_metadata")
 _KEYLIKE = re.compile(r"(?:hc-)?sk-[A-Za-z0-9_\-]{4,}")
 
 
@@ -66,19 +65,6 @@ def scrub(text: str, limit: int = 300) -> str:
     return _KEYLIKE.sub("[key]", text)[:limit]
 
 
-def _identity_in(metadata: Any) -> Identity | None:
-    if not isinstance(metadata, Mapping):
-        return None
-    for holder in _IDENTITY_HOLDERS:
-        try:
-            ident = Identity.from_metadata(metadata.get(holder))
-        except (KeyError, TypeError, ValueError):
-            ident = None
-        if ident is not None:
-            return ident
-    return None
-
-
 def epoch(value: Any) -> float | None:
     """Seconds since the epoch from a LiteLLM time (a datetime or a float), or None."""
     if isinstance(value, datetime):
@@ -97,15 +83,10 @@ def _kind(call_type: Any) -> str:
     return "other"
 
 
-def _is_admin(user_api_key_auth: Any) -> bool:
-    role = getattr(user_api_key_auth, "user_role", None)
-    return getattr(role, "value", role) == "proxy_admin"  # LitellmUserRoles.PROXY_ADMIN
-
-
 def _who(ident: Identity | None, user_api_key_auth: Any) -> tuple[str | None, str | None, str | None, str]:
     if ident is not None:
         return ident.user_id, ident.key_id, ident.key_hash, ident.tier
-    if _is_admin(user_api_key_auth):
+    if is_master(user_api_key_auth):
         return None, None, None, TIER_MASTER
     return None, None, None, TIER_NONE
 
@@ -132,7 +113,7 @@ def from_success(kwargs: Mapping[str, Any], manifest: Manifest, now: float) -> R
     slo = kwargs.get("standard_logging_object") or {}
     litellm_params = kwargs.get("litellm_params") or {}
     metadata = litellm_params.get("metadata") or {}
-    ident = _identity_in(metadata) or _identity_in(slo.get("metadata"))
+    ident = identity_in(metadata) or identity_in(slo.get("metadata"))
     user_id, key_id, hashed, tier = _who(ident, metadata.get("user_api_key_auth"))
     requested = str(slo.get("model_group") or metadata.get("model_group") or kwargs.get("model") or "")
     model_info = litellm_params.get("model_info") or {}
@@ -170,8 +151,8 @@ def from_success(kwargs: Mapping[str, Any], manifest: Manifest, now: float) -> R
 
 def outcome(exc: BaseException) -> tuple[str, int, str]:
     """``(code, status, message)`` for a failed request, as the client was told (or close to it)."""
-    gateway_error = getattr(exc, "gateway_error", None)
-    if isinstance(gateway_error, GatewayError):
+    gateway_error = gateway_error_of(exc)
+    if gateway_error is not None:
         return gateway_error.code, gateway_error.status, gateway_error.message
     if is_fleet_unavailable(exc):
         return "model_unavailable", 503, scrub(str(exc))  # what FleetHook turns it into
@@ -199,14 +180,7 @@ def from_failure(
     request_data: Mapping[str, Any], exc: BaseException, user_api_key_auth: Any, manifest: Manifest, now: float
 ) -> RequestRecord:
     """The record of a request that failed or was refused (``async_post_call_failure_hook``)."""
-    ident = (
-        _identity_in({"user_api_key_metadata": getattr(user_api_key_auth, "metadata", None)})
-        or _identity_in(request_data.get("metadata"))
-        or _identity_in(request_data.get("litellm_metadata"))
-    )
-    attached = getattr(getattr(exc, "gateway_error", None), "identity", None)
-    if ident is None and isinstance(attached, Identity):
-        ident = attached  # auth may attach the identity it resolved before refusing
+    ident = identity_of(user_api_key_auth) or next(filter(None, map(identity_in, metadata_dicts(request_data))), None)
     user_id, key_id, hashed, tier = _who(ident, user_api_key_auth)
     if hashed is None:
         sent = getattr(user_api_key_auth, "api_key", None)

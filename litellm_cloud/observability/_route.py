@@ -14,14 +14,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from .._bearer import bearer_token
 from .._config import Secret
 from .._errors import InvalidApiKey
 from .metrics import Metrics
-
-
-def _bearer(request: Request) -> str:
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else ""
 
 
 def allowed(presented: str, tokens: Sequence[Secret]) -> bool:
@@ -40,7 +36,7 @@ def metrics_router(metrics: Metrics, tokens: Sequence[Secret]) -> APIRouter:
 
     @router.get("/metrics", include_in_schema=False)
     async def scrape(request: Request) -> Response:
-        if not allowed(_bearer(request), tokens):
+        if not allowed(bearer_token(request.headers) or "", tokens):
             err = InvalidApiKey("Scraping /metrics needs Authorization: Bearer <metrics token or master key>.")
             return JSONResponse(err.to_openai(), status_code=err.status, headers={"www-authenticate": "Bearer"})
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -151,11 +151,6 @@ class Metrics:
             self._langfuse.labels(result, "langfuse")  # export zeros, so rate() works from the first scrape
         self._langfuse_queue.labels("langfuse").set(0)
 
-    @classmethod
-    def create(cls) -> Metrics:
-        """A fresh set of metrics in its own registry."""
-        return cls()
-
     def set_known_labels(
         self, *, tiers: Iterable[str], model_groups: Iterable[str], deployments: Mapping[str, str]
     ) -> None:

@@ -2,7 +2,7 @@
 
 ``Supervisor`` keeps one SSH connection carrying every ``Forward`` (from the fleet manifest or the
 tunnel config), pins the host key, notices dead links with keepalives that want a reply, reconnects
-with backoff, and reports to systemd and a status file. ``_cli.add_parser`` wires
+with backoff, and reports to systemd and a status file. ``cli.add_parser`` wires
 ``litellm-cloud tunnel``.
 """
 

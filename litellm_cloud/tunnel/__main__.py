@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._cli import add_parser
+from .cli import add_parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -142,44 +142,53 @@ class _ForwardModel(pydantic.BaseModel):
         return Forward(self.name, self.remote_port, *_split_host_port(self.target))
 
 
+def _defaults(cls: type) -> dict[str, Any]:
+    """The defaults a config dataclass states: the file models below take theirs from here, so each
+    default is written once (the models add only the bounds a file's value must keep)."""
+    return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+
+
+_KEEPALIVE, _RECONNECT, _TUNNEL = _defaults(Keepalive), _defaults(Reconnect), _defaults(TunnelConfig)
+
+
 class _KeepaliveModel(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
-    interval: float = pydantic.Field(default=15.0, gt=0)
-    count: int = pydantic.Field(default=3, ge=1)
+    interval: float = pydantic.Field(default=_KEEPALIVE["interval"], gt=0)
+    count: int = pydantic.Field(default=_KEEPALIVE["count"], ge=1)
 
 
 class _ReconnectModel(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
-    initial: float = pydantic.Field(default=0.5, gt=0)
-    cap: float = pydantic.Field(default=30.0, gt=0)
-    unreachable_initial: float = pydantic.Field(default=0.05, gt=0)
-    unreachable_cap: float = pydantic.Field(default=0.25, gt=0)
-    auth_initial: float = pydantic.Field(default=30.0, gt=0)
-    auth_cap: float = pydantic.Field(default=600.0, gt=0)
-    stable_after: float = pydantic.Field(default=60.0, ge=0)
-    forward_retry: float = pydantic.Field(default=1.0, gt=0)
-    forward_retry_cap: float = pydantic.Field(default=10.0, gt=0)
-    jitter: float = pydantic.Field(default=0.2, ge=0, le=1)
+    initial: float = pydantic.Field(default=_RECONNECT["initial"], gt=0)
+    cap: float = pydantic.Field(default=_RECONNECT["cap"], gt=0)
+    unreachable_initial: float = pydantic.Field(default=_RECONNECT["unreachable_initial"], gt=0)
+    unreachable_cap: float = pydantic.Field(default=_RECONNECT["unreachable_cap"], gt=0)
+    auth_initial: float = pydantic.Field(default=_RECONNECT["auth_initial"], gt=0)
+    auth_cap: float = pydantic.Field(default=_RECONNECT["auth_cap"], gt=0)
+    stable_after: float = pydantic.Field(default=_RECONNECT["stable_after"], ge=0)
+    forward_retry: float = pydantic.Field(default=_RECONNECT["forward_retry"], gt=0)
+    forward_retry_cap: float = pydantic.Field(default=_RECONNECT["forward_retry_cap"], gt=0)
+    jitter: float = pydantic.Field(default=_RECONNECT["jitter"], ge=0, le=1)
 
 
 class _FileModel(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
     host: str
-    port: int = pydantic.Field(default=22, gt=0, lt=65536)
+    port: int = pydantic.Field(default=_TUNNEL["port"], gt=0, lt=65536)
     user: str
     identity_file: str
     known_hosts: str
-    bind_address: str = "127.0.0.1"
-    client_id: str = "onprem"
-    session_command: str = "litellm-tunnel session {client_id}"
-    strict: bool = False
-    connect_timeout: float = pydantic.Field(default=5.0, gt=0)
-    target_connect_timeout: float = pydantic.Field(default=5.0, gt=0)
-    ready_timeout: float = pydantic.Field(default=30.0, ge=0)
+    bind_address: str = _TUNNEL["bind_address"]
+    client_id: str = _TUNNEL["client_id"]
+    session_command: str = _TUNNEL["session_command"]
+    strict: bool = _TUNNEL["strict"]
+    connect_timeout: float = pydantic.Field(default=_TUNNEL["connect_timeout"], gt=0)
+    target_connect_timeout: float = pydantic.Field(default=_TUNNEL["target_connect_timeout"], gt=0)
+    ready_timeout: float = pydantic.Field(default=_TUNNEL["ready_timeout"], ge=0)
     keepalive: _KeepaliveModel = _KeepaliveModel()
     reconnect: _ReconnectModel = _ReconnectModel()
     status_file: str | None = None
-    tcp_user_timeout: float | None = pydantic.Field(default=None, ge=0)
+    tcp_user_timeout: float | None = pydantic.Field(default=_TUNNEL["tcp_user_timeout"], ge=0)
     metrics_listen: str | None = pydantic.Field(default=None, pattern=LISTEN_PATTERN,
                                                 description="host:port, e.g. 127.0.0.1:9470")
     fleet: str | None = None

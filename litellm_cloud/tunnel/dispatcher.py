@@ -129,23 +129,27 @@ class Dispatcher:
                 # The session died or the far end closed entirely: nothing more can go either way.
                 return
             if channel in ready:
-                data = channel.recv(CHUNK)
-                if data:
-                    sock.sendall(data)
-                    self._status.add_bytes(name, to_target=len(data))
-                else:
-                    chan_open = False
-                    selector.unregister(channel)
-                    sock.shutdown(socket.SHUT_WR)  # the remote client half-closed: pass it on
+                # At EOF the remote client half-closed: pass it on.
+                chan_open = self._pass_chunk(selector, channel, sock, lambda: sock.shutdown(socket.SHUT_WR),
+                                             lambda n: self._status.add_bytes(name, to_target=n))
             if sock in ready:
-                data = sock.recv(CHUNK)
-                if data:
-                    channel.sendall(data)
-                    self._status.add_bytes(name, from_target=len(data))
-                else:
-                    sock_open = False
-                    selector.unregister(sock)
-                    channel.shutdown_write()  # the target half-closed: send EOF, keep reading
+                # At EOF the target half-closed: send EOF, keep reading.
+                sock_open = self._pass_chunk(selector, sock, channel, channel.shutdown_write,
+                                             lambda n: self._status.add_bytes(name, from_target=n))
+
+    @staticmethod
+    def _pass_chunk(selector: selectors.BaseSelector, src: paramiko.Channel | socket.socket,
+                    dst: paramiko.Channel | socket.socket, end: Callable[[], None],
+                    count: Callable[[int], None]) -> bool:
+        """Pass what ``src`` has to ``dst``; at EOF stop watching ``src``, call ``end``, return False."""
+        data = src.recv(CHUNK)
+        if data:
+            dst.sendall(data)
+            count(len(data))
+            return True
+        selector.unregister(src)
+        end()
+        return False
 
 
 def _close_quietly(channel: paramiko.Channel) -> None:

@@ -1,7 +1,7 @@
 """Liveness: a keepalive that wants a reply, and the lock every global request goes through.
 
 paramiko's ``Transport.set_keepalive`` sends ``keepalive@openssh.com`` without asking for a reply, so it
-never notices a dead peer. ``Keepalive`` asks for one (OpenSSH answers with success or failure; either
+never notices a dead peer. ``KeepaliveProbe`` asks for one (OpenSSH answers with success or failure; either
 proves the link) on its own thread, because paramiko's ``global_request(wait=True)`` has no timeout: on a
 dead link it waits until the transport is closed. Misses are counted off that thread: the supervisor's
 loop calls ``overdue()`` and tears the connection down once no reply came for ``interval * count``.
@@ -75,7 +75,7 @@ class GlobalRequests:
             return int(port)
 
 
-class Keepalive:
+class KeepaliveProbe:
     """Sends a keepalive every ``interval`` seconds and remembers when the last reply came."""
 
     def __init__(
@@ -95,7 +95,7 @@ class Keepalive:
         self._sent = 0
         self._thread = threading.Thread(target=self._run, name="keepalive", daemon=True)
 
-    def start(self) -> Keepalive:
+    def start(self) -> KeepaliveProbe:
         """Start probing; the deadline counts from now."""
         self._last_reply = self._clock()
         self._thread.start()

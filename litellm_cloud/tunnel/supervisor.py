@@ -23,7 +23,7 @@ from .connection import connect_tcp, open_connection
 from .dispatcher import Dispatcher
 from .errors import ForwardRefused, SessionLost, TunnelError
 from .forwards import ForwardRequester
-from .keepalive import Keepalive
+from .keepalive import KeepaliveProbe
 from .sdnotify import Notifier
 from .status import TunnelStatus, write_status
 
@@ -122,8 +122,8 @@ class Supervisor:
             bind_address=self.config.bind_address, policy=self.config.reconnect,
             strict=self.config.strict, connect_command=conn.run_command, rand=self._rand,
         ).start()
-        keepalive = Keepalive(conn.requests, interval=self.config.keepalive.interval,
-                              count=self.config.keepalive.count, clock=self._clock).start()
+        keepalive = KeepaliveProbe(conn.requests, interval=self.config.keepalive.interval,
+                                   count=self.config.keepalive.count, clock=self._clock).start()
         try:
             while not self.stop.is_set():
                 if not conn.transport.is_active():

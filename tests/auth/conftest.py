@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.support import PYTHON, REPO, ManagedProcess, free_port, http_ok
+from tests.support import PYTHON, REPO, GatewayClient, ManagedProcess, chat, free_port, http_ok
 
 FREE = "hc-sk-test-free-0000000000000001"
 FREE_VERIFIED = "hc-sk-test-free-verified-000002"
@@ -33,10 +33,14 @@ KEYS: list[dict[str, Any]] = [
     {"key": GOLD, "user_id": "u-gold", "key_id": "k-gold", "tier": "gold", "age_verified": True},
 ]
 
-CHAT_BODY = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
 
 
-class KeyBackend:
+def chat_body(model: str | None, **extra: Any) -> dict[str, Any]:
+    """The auth tests' chat body: ``hello``, four tokens at most."""
+    return chat(model, "hello", **{"max_tokens": 4, **extra})
+
+
+class BackendProcess:
     """``python -m litellm_cloud.sim.backend`` as a child process, with its control routes."""
 
     def __init__(self, log_dir: Path, name: str = "backend", token: str = "") -> None:
@@ -49,7 +53,7 @@ class KeyBackend:
             argv += ["--token", token]
         self.process = ManagedProcess(name, argv, log_dir=log_dir, cwd=REPO, ready=http_ok(f"{self.url}/health"))
 
-    def start(self) -> KeyBackend:
+    def start(self) -> BackendProcess:
         self.process.start()
         return self
 
@@ -72,32 +76,14 @@ class KeyBackend:
         httpx.request("DELETE", f"{self.url}/sim/keys", json={"key": key}, timeout=5).raise_for_status()
 
 
-class Gateway:
-    """An HTTP client for one proxy that fails the test if any answer contains the key it sent."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.client = httpx.Client(base_url=base, timeout=30)
-
-    def request(self, method: str, path: str, key: str | None = None, **kw: Any) -> httpx.Response:
-        headers = {"authorization": f"Bearer {key}"} if key else {}
-        headers.update(kw.pop("headers", {}))
-        r = self.client.request(method, path, headers=headers, **kw)
-        if key and key.startswith("hc-sk-"):
-            assert key not in r.text, f"{method} {path} echoed the raw key"
-        return r
+class AuthClient(GatewayClient):
+    """The shared client with the auth tests' defaults: a short chat, the SFW group."""
 
     def chat(self, key: str | None, model: str | None = "heartcode-chat-sfw", **extra: Any) -> httpx.Response:
-        body: dict[str, Any] = {**CHAT_BODY, **extra}
-        if model is not None:
-            body["model"] = model
-        return self.request("POST", "/v1/chat/completions", key, json=body)
+        return self.post("/v1/chat/completions", key, chat_body(model, **extra))
 
     def models(self, key: str) -> httpx.Response:
         return self.request("GET", "/v1/models", key)
-
-    def close(self) -> None:
-        self.client.close()
 
 
 def error_of(r: httpx.Response) -> tuple[int, str]:

@@ -17,14 +17,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.auth.conftest import (
     ADMIN_TIER,
-    CHAT_BODY,
     FREE,
     FREE_VERIFIED,
     GOLD,
     KEYS,
     PREMIUM,
-    Gateway,
-    KeyBackend,
+    AuthClient,
+    BackendProcess,
+    chat_body,
     error_of,
 )
 from tests.support import REPO, SimFleet, render_test_config, start_proxy
@@ -45,14 +45,14 @@ NSFW_NAMES = ["heartcode-chat-nsfw", "heartcode-nsfw"]
 
 
 @pytest.fixture(scope="module")
-def backend(log_dir: Path) -> Iterator[KeyBackend]:
-    b = KeyBackend(log_dir).start()
+def backend(log_dir: Path) -> Iterator[BackendProcess]:
+    b = BackendProcess(log_dir).start()
     yield b
     b.stop()
 
 
 @pytest.fixture(scope="module")
-def proxy(log_dir: Path, backend: KeyBackend) -> Iterator[tuple[Gateway, object]]:
+def proxy(log_dir: Path, backend: BackendProcess) -> Iterator[tuple[AuthClient, object]]:
     tiers = yaml.safe_load((REPO / "tiers.yaml").read_text())
     tiers["tiers"][ADULT_TIER] = {**tiers["tiers"]["free"], "model_groups": ["heartcode-chat-nsfw"]}
     (log_dir / "tiers.yaml").write_text(yaml.safe_dump(tiers))
@@ -67,7 +67,7 @@ def proxy(log_dir: Path, backend: KeyBackend) -> Iterator[tuple[Gateway, object]
         "LITELLM_MASTER_KEY": MASTER_KEY,
     }
     process, base = start_proxy("proxy", config, log_dir, env)
-    gw = Gateway(base)
+    gw = AuthClient(base)
     try:
         yield gw, process
     finally:
@@ -77,18 +77,18 @@ def proxy(log_dir: Path, backend: KeyBackend) -> Iterator[tuple[Gateway, object]
 
 
 @pytest.fixture
-def gw(proxy: tuple[Gateway, object], backend: KeyBackend) -> Iterator[Gateway]:
+def gw(proxy: tuple[AuthClient, object], backend: BackendProcess) -> Iterator[AuthClient]:
     backend.control(mode="ok", invalid_status=200)
     yield proxy[0]
     backend.control(mode="ok", invalid_status=200)
 
 
-def test_liveliness_and_readiness_answer_without_a_key(gw: Gateway) -> None:
+def test_liveliness_and_readiness_answer_without_a_key(gw: AuthClient) -> None:
     assert gw.request("GET", "/health/liveliness").status_code == 200
     assert gw.request("GET", "/health/readiness").status_code == 200
 
 
-def test_valid_keys_reach_chat_and_embeddings(gw: Gateway) -> None:
+def test_valid_keys_reach_chat_and_embeddings(gw: AuthClient) -> None:
     r = gw.chat(FREE)
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["content"]
@@ -111,7 +111,7 @@ def test_valid_keys_reach_chat_and_embeddings(gw: Gateway) -> None:
         ("hc-sk-ünïcödé-0000000000000000", "non-ascii"),
     ],
 )
-def test_malformed_keys_are_401_without_a_backend_call(gw: Gateway, backend: KeyBackend, key: str | None, why: str) -> None:
+def test_malformed_keys_are_401_without_a_backend_call(gw: AuthClient, backend: BackendProcess, key: str | None, why: str) -> None:
     before = backend.calls()
     if key is not None and not key.isascii():
         r = gw.client.post("/v1/chat/completions", headers={"authorization": f"Bearer {key}".encode()},
@@ -123,7 +123,7 @@ def test_malformed_keys_are_401_without_a_backend_call(gw: Gateway, backend: Key
 
 
 @pytest.mark.parametrize("invalid_status", [200, 401, 404])
-def test_keys_the_backend_refuses_are_401(gw: Gateway, backend: KeyBackend, invalid_status: int) -> None:
+def test_keys_the_backend_refuses_are_401(gw: AuthClient, backend: BackendProcess, invalid_status: int) -> None:
     backend.control(invalid_status=invalid_status)
     key = f"hc-sk-unknown-key-for-status-{invalid_status}"
     r = gw.chat(key)
@@ -131,7 +131,7 @@ def test_keys_the_backend_refuses_are_401(gw: Gateway, backend: KeyBackend, inva
     assert "key-" in r.json()["error"]["message"]  # the short hash, for support
 
 
-def test_a_refused_key_is_cached_briefly(gw: Gateway, backend: KeyBackend) -> None:
+def test_a_refused_key_is_cached_briefly(gw: AuthClient, backend: BackendProcess) -> None:
     key = "hc-sk-unknown-negative-cache-001"
     gw.chat(key)
     before = backend.calls()
@@ -140,14 +140,14 @@ def test_a_refused_key_is_cached_briefly(gw: Gateway, backend: KeyBackend) -> No
     assert backend.calls() == before
 
 
-def test_backend_errors_are_503_auth_unavailable(gw: Gateway, backend: KeyBackend) -> None:
+def test_backend_errors_are_503_auth_unavailable(gw: AuthClient, backend: BackendProcess) -> None:
     backend.control(mode="error", error_status=500)
     assert error_of(gw.chat("hc-sk-never-seen-before-500-000")) == (503, "auth_unavailable")
     backend.control(mode="error", error_status=502)
     assert error_of(gw.chat("hc-sk-never-seen-before-502-000")) == (503, "auth_unavailable")
 
 
-def test_a_backend_slower_than_the_timeout_is_504_within_the_timeout(gw: Gateway, backend: KeyBackend) -> None:
+def test_a_backend_slower_than_the_timeout_is_504_within_the_timeout(gw: AuthClient, backend: BackendProcess) -> None:
     backend.control(mode="slow", delay_s=TIMEOUT + 3)
     start = time.monotonic()
     r = gw.chat("hc-sk-never-seen-before-slow-00")
@@ -156,14 +156,14 @@ def test_a_backend_slower_than_the_timeout_is_504_within_the_timeout(gw: Gateway
     assert elapsed < TIMEOUT + 0.5, elapsed
 
 
-def test_unknown_tier_is_refused_not_guessed(gw: Gateway) -> None:
+def test_unknown_tier_is_refused_not_guessed(gw: AuthClient) -> None:
     r = gw.chat(GOLD)
     # Not 503 auth_unavailable: the backend answered and retrying will not help until tiers.yaml has it.
     assert error_of(r) == (403, "tier_not_configured")
     assert "tier" in r.json()["error"]["message"]
 
 
-def test_100_concurrent_first_requests_make_one_backend_call(gw: Gateway, backend: KeyBackend) -> None:
+def test_100_concurrent_first_requests_make_one_backend_call(gw: AuthClient, backend: BackendProcess) -> None:
     key = "hc-sk-concurrent-first-requests-01"
     backend.add_key(key, user_id="u-concurrent", tier="premium")
     # A small delay keeps the first validation in flight while the others arrive.
@@ -180,7 +180,7 @@ def test_100_concurrent_first_requests_make_one_backend_call(gw: Gateway, backen
     assert sum(cache.values()) == 100, cache
 
 
-def auth_cache_results(gw: Gateway) -> dict[str, float]:
+def auth_cache_results(gw: AuthClient) -> dict[str, float]:
     """``litellm_cloud_auth_cache_total`` by result, scraped from /metrics with the master key."""
     r = gw.request("GET", "/metrics", MASTER_KEY)
     assert r.status_code == 200, r.text
@@ -192,7 +192,7 @@ def auth_cache_results(gw: Gateway) -> dict[str, float]:
     }
 
 
-def test_models_lists_only_what_the_key_may_use(gw: Gateway) -> None:
+def test_models_lists_only_what_the_key_may_use(gw: AuthClient) -> None:
     def ids(key: str) -> set[str]:
         r = gw.models(key)
         assert r.status_code == 200, r.text
@@ -205,7 +205,7 @@ def test_models_lists_only_what_the_key_may_use(gw: Gateway) -> None:
     assert ids(MASTER_KEY) == everything
 
 
-def test_a_tier_with_only_age_verified_groups_gives_an_unverified_key_nothing(gw: Gateway) -> None:
+def test_a_tier_with_only_age_verified_groups_gives_an_unverified_key_nothing(gw: AuthClient) -> None:
     # An empty allow-list reads as "every model" to LiteLLM: the key must see and reach nothing.
     r = gw.models(ADULT)
     assert r.status_code == 200, r.text
@@ -222,12 +222,12 @@ def test_a_tier_with_only_age_verified_groups_gives_an_unverified_key_nothing(gw
 
 @pytest.mark.parametrize("name", NSFW_NAMES)
 @pytest.mark.parametrize("key", [FREE, PREMIUM])
-def test_nsfw_is_refused_under_every_name_without_age_verification(gw: Gateway, key: str, name: str) -> None:
+def test_nsfw_is_refused_under_every_name_without_age_verification(gw: AuthClient, key: str, name: str) -> None:
     assert error_of(gw.chat(key, name)) == (403, "model_not_allowed")
 
 
 @pytest.mark.parametrize("name", NSFW_NAMES)
-def test_nsfw_is_served_to_age_verified_keys(gw: Gateway, name: str) -> None:
+def test_nsfw_is_served_to_age_verified_keys(gw: AuthClient, name: str) -> None:
     r = gw.chat(FREE_VERIFIED, name)
     assert r.status_code == 200, r.text
 
@@ -238,10 +238,6 @@ REFUSED = {(403, "model_not_allowed"), (404, "model_not_found"), (403, "route_no
 def served_nsfw(r: httpx.Response) -> bool:
     """Whether an answer came from a model at all (any 2xx, or a body with choices / data)."""
     return r.is_success or '"choices"' in r.text
-
-
-def chat_body(model: str) -> dict[str, object]:
-    return {**CHAT_BODY, "model": model}
 
 
 @pytest.mark.parametrize(
@@ -269,14 +265,14 @@ def chat_body(model: str) -> dict[str, object]:
     ],
 )
 @pytest.mark.parametrize("key", [FREE, PREMIUM])
-def test_no_other_name_reaches_nsfw_without_age_verification(gw: Gateway, key: str, path: str, model: str) -> None:
+def test_no_other_name_reaches_nsfw_without_age_verification(gw: AuthClient, key: str, path: str, model: str) -> None:
     body = chat_body(model) if "embeddings" not in path else {"model": model, "input": "x"}
     r = gw.request("POST", path, key, json=body)
     assert not served_nsfw(r), r.text
     assert error_of(r) in REFUSED, r.text
 
 
-def test_those_other_names_are_real_routes_to_nsfw(gw: Gateway) -> None:
+def test_those_other_names_are_real_routes_to_nsfw(gw: AuthClient) -> None:
     # What makes the cases above real attacks: with an age-verified key the query parameter wins over
     # the body, and LiteLLM's router serves deployment-level names (seen with the master key).
     r = gw.request("POST", "/v1/chat/completions?model=heartcode-chat-nsfw", FREE_VERIFIED,
@@ -298,7 +294,7 @@ def server_of(r: httpx.Response) -> str:
 
 
 @pytest.mark.parametrize("path", ["/v1/models/heartcode-chat-nsfw", "/models/heartcode-nsfw", "/v1/models/gpu-5"])
-def test_model_retrieval_by_path_is_refused(gw: Gateway, path: str) -> None:
+def test_model_retrieval_by_path_is_refused(gw: AuthClient, path: str) -> None:
     r = gw.request("GET", path, FREE)
     assert error_of(r) in REFUSED and "heartcode-chat-nsfw\"" not in r.text, r.text
 
@@ -344,7 +340,7 @@ def raw_request(base: str, method: str, path: str, key: str, body: bytes = b"{}"
         "/v1/chat/completions%2F..%2F..%2Frouter%2Fsettings",
     ],
 )
-def test_route_spellings_do_not_reach_admin_routes(gw: Gateway, backend: KeyBackend, path: str) -> None:
+def test_route_spellings_do_not_reach_admin_routes(gw: AuthClient, backend: BackendProcess, path: str) -> None:
     for method in ("GET", "POST"):
         status, body = raw_request(gw.base, method, path, ADMIN_TIER)
         # 403 from our route gate, or LiteLLM has no such route (404/405), or a redirect to the canonical
@@ -362,12 +358,12 @@ def test_route_spellings_do_not_reach_admin_routes(gw: Gateway, backend: KeyBack
     ["/v1/chat/completions/", "/V1/CHAT/COMPLETIONS", "/v1/Chat/Completions", "//v1/chat/completions",
      "/v1/chat%2Fcompletions", "/v1/chat/completions%2F"],
 )
-def test_inference_route_spellings_do_not_bypass_the_model_gate(gw: Gateway, path: str) -> None:
+def test_inference_route_spellings_do_not_bypass_the_model_gate(gw: AuthClient, path: str) -> None:
     status, body = raw_request(gw.base, "POST", path, FREE, json.dumps(chat_body("heartcode-chat-nsfw")).encode())
     assert not (200 <= status < 300) and b'"choices"' not in body, (path, status, body[:300])
 
 
-def test_unknown_missing_and_odd_models(gw: Gateway) -> None:
+def test_unknown_missing_and_odd_models(gw: AuthClient) -> None:
     assert error_of(gw.chat(FREE, "gpt-4")) == (404, "model_not_found")
     # A comma list would make LiteLLM call several groups at once: it is no model of ours.
     assert error_of(gw.chat(FREE, "heartcode-chat-sfw,heartcode-chat-nsfw")) == (404, "model_not_found")
@@ -377,7 +373,7 @@ def test_unknown_missing_and_odd_models(gw: Gateway) -> None:
     assert error_of(e) == (403, "model_not_allowed")
 
 
-def test_malformed_json_is_a_json_400(gw: Gateway) -> None:
+def test_malformed_json_is_a_json_400(gw: AuthClient) -> None:
     r = gw.request("POST", "/v1/chat/completions", FREE, content=b"{not json",
                    headers={"content-type": "application/json"})
     status, _code = error_of(r)
@@ -401,7 +397,7 @@ def test_malformed_json_is_a_json_400(gw: Gateway) -> None:
     ],
 )
 @pytest.mark.parametrize("key", [FREE, MASTER_KEY])
-def test_routing_overrides_in_the_body_are_refused(gw: Gateway, key: str, field: str, value: object) -> None:
+def test_routing_overrides_in_the_body_are_refused(gw: AuthClient, key: str, field: str, value: object) -> None:
     # LiteLLM refuses some of these before our auth runs, others reach our access hook (customer keys
     # only): either way the answer is our 400 invalid_request.
     r = gw.chat(key, **{field: value})
@@ -429,14 +425,14 @@ def test_routing_overrides_in_the_body_are_refused(gw: Gateway, key: str, field:
         ("POST", "/hc/keys/revoke"),
     ],
 )
-def test_customer_keys_cannot_reach_other_routes(gw: Gateway, backend: KeyBackend, method: str, path: str) -> None:
+def test_customer_keys_cannot_reach_other_routes(gw: AuthClient, backend: BackendProcess, method: str, path: str) -> None:
     before = backend.calls()
     r = gw.request(method, path, ADMIN_TIER, json={})
     assert error_of(r) == (403, "route_not_allowed"), r.text
     assert backend.calls() == before  # refused before any backend call
 
 
-def test_the_master_key_keeps_admin_access(gw: Gateway) -> None:
+def test_the_master_key_keeps_admin_access(gw: AuthClient) -> None:
     assert gw.request("GET", "/router/settings", MASTER_KEY).status_code == 200
     assert gw.request("GET", "/get/config/callbacks", MASTER_KEY).status_code == 200
     assert gw.chat(MASTER_KEY, "heartcode-nsfw").status_code == 200
@@ -451,7 +447,7 @@ def test_the_master_key_keeps_admin_access(gw: Gateway) -> None:
         "hc-sk-" + "m" * (len(MASTER_KEY) - 6),  # same length
     ],
 )
-def test_a_wrong_master_key_is_refused(gw: Gateway, backend: KeyBackend, key: str) -> None:
+def test_a_wrong_master_key_is_refused(gw: AuthClient, backend: BackendProcess, key: str) -> None:
     before = backend.calls()
     # Well-formed, so only the master-key comparison stops it short of admin: then it is a customer key.
     assert error_of(gw.request("GET", "/router/settings", key)) == (403, "route_not_allowed")
@@ -460,7 +456,7 @@ def test_a_wrong_master_key_is_refused(gw: Gateway, backend: KeyBackend, key: st
     assert gw.request("GET", "/router/settings", MASTER_KEY).status_code == 200
 
 
-def test_revocation_is_admin_only_and_drops_the_key(gw: Gateway, backend: KeyBackend) -> None:
+def test_revocation_is_admin_only_and_drops_the_key(gw: AuthClient, backend: BackendProcess) -> None:
     key = "hc-sk-to-be-revoked-locally-0001"
     backend.add_key(key, user_id="u-revoked")
     assert gw.models(key).status_code == 200
@@ -474,7 +470,7 @@ def test_revocation_is_admin_only_and_drops_the_key(gw: Gateway, backend: KeyBac
     assert error_of(gw.models(key)) == (401, "invalid_api_key")
 
 
-def test_revocation_by_user_id_and_key_hash(gw: Gateway, backend: KeyBackend) -> None:
+def test_revocation_by_user_id_and_key_hash(gw: AuthClient, backend: BackendProcess) -> None:
     from litellm_cloud.identity import key_hash
 
     a, b = "hc-sk-revoke-by-user-000000001", "hc-sk-revoke-by-user-000000002"
@@ -489,7 +485,7 @@ def test_revocation_by_user_id_and_key_hash(gw: Gateway, backend: KeyBackend) ->
     assert r.json()["dropped_here"] == 1
 
 
-def test_no_raw_key_in_the_proxy_log(proxy: tuple[Gateway, object], backend: KeyBackend) -> None:
+def test_no_raw_key_in_the_proxy_log(proxy: tuple[AuthClient, object], backend: BackendProcess) -> None:
     process = proxy[1]
     text = process.log_text()  # type: ignore[attr-defined]
     assert "invalid_api_key" in text or "Invalid API key" in text  # the log did record refusals

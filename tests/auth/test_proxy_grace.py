@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.auth.conftest import FREE, PREMIUM, Gateway, KeyBackend, error_of
+from tests.auth.conftest import FREE, PREMIUM, AuthClient, BackendProcess, error_of
 from tests.support import render_test_config, start_proxy
 
 TTL, GRACE = 1.0, 4.0
 
 
 @pytest.fixture(scope="module")
-def setup(log_dir: Path) -> Iterator[tuple[Gateway, KeyBackend, object]]:
-    backend = KeyBackend(log_dir).start()
+def setup(log_dir: Path) -> Iterator[tuple[AuthClient, BackendProcess, object]]:
+    backend = BackendProcess(log_dir).start()
     # No inference here: /v1/models needs auth only, so no GPU simulator (unused ports in the config).
     config = render_test_config(log_dir / "config.yaml", {})
     env = {
@@ -27,7 +27,7 @@ def setup(log_dir: Path) -> Iterator[tuple[Gateway, KeyBackend, object]]:
         "HEARTCODE_BACKEND_TIMEOUT": "1",
     }
     process, base = start_proxy("proxy", config, log_dir, env)
-    gw = Gateway(base)
+    gw = AuthClient(base)
     try:
         yield gw, backend, process
     finally:
@@ -36,7 +36,7 @@ def setup(log_dir: Path) -> Iterator[tuple[Gateway, KeyBackend, object]]:
         backend.stop()
 
 
-def test_cached_keys_survive_a_dead_backend_for_the_grace_period_only(setup: tuple[Gateway, KeyBackend, object]) -> None:
+def test_cached_keys_survive_a_dead_backend_for_the_grace_period_only(setup: tuple[AuthClient, BackendProcess, object]) -> None:
     gw, backend, process = setup
     assert gw.models(FREE).status_code == 200
     validated_at = time.monotonic()
@@ -62,7 +62,7 @@ def test_cached_keys_survive_a_dead_backend_for_the_grace_period_only(setup: tup
     assert FREE not in log
 
 
-def test_the_backend_coming_back_restores_service(setup: tuple[Gateway, KeyBackend, object]) -> None:
+def test_the_backend_coming_back_restores_service(setup: tuple[AuthClient, BackendProcess, object]) -> None:
     gw, backend, _ = setup
     backend.start()  # same port
     assert gw.models(FREE).status_code == 200

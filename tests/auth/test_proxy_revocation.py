@@ -11,20 +11,20 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.auth.conftest import FREE, Gateway, KeyBackend, error_of
+from tests.auth.conftest import FREE, AuthClient, BackendProcess, error_of
 from tests.support import MASTER_KEY, ManagedProcess, free_port, port_open, render_test_config, start_proxy
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server (apt)")
 
 
 @pytest.fixture(scope="module")
-def replicas(log_dir: Path) -> Iterator[tuple[Gateway, Gateway, KeyBackend, ManagedProcess]]:
+def replicas(log_dir: Path) -> Iterator[tuple[AuthClient, AuthClient, BackendProcess, ManagedProcess]]:
     redis_port = free_port()
     redis = ManagedProcess(
         "redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         log_dir=log_dir, ready=lambda: port_open(redis_port),
     ).start()
-    backend = KeyBackend(log_dir).start()
+    backend = BackendProcess(log_dir).start()
     config = render_test_config(log_dir / "config.yaml", {})
     env = {
         "HEARTCODE_BACKEND_URL": backend.url,
@@ -39,7 +39,7 @@ def replicas(log_dir: Path) -> Iterator[tuple[Gateway, Gateway, KeyBackend, Mana
         if len(started) != 2:
             raise next(f.exception() for f in futures if f.exception() is not None)  # type: ignore[misc]
         (_, base_a), (_, base_b) = started
-        yield Gateway(base_a), Gateway(base_b), backend, redis
+        yield AuthClient(base_a), AuthClient(base_b), backend, redis
     finally:
         for process, _ in started:
             process.stop()
@@ -47,7 +47,7 @@ def replicas(log_dir: Path) -> Iterator[tuple[Gateway, Gateway, KeyBackend, Mana
         redis.stop()
 
 
-def test_a_revocation_on_one_replica_stops_the_key_on_both(replicas: tuple[Gateway, Gateway, KeyBackend, ManagedProcess]) -> None:
+def test_a_revocation_on_one_replica_stops_the_key_on_both(replicas: tuple[AuthClient, AuthClient, BackendProcess, ManagedProcess]) -> None:
     a, b, backend, _ = replicas
     key = "hc-sk-shared-across-replicas-001"
     backend.add_key(key, user_id="u-shared")
@@ -70,7 +70,7 @@ def test_a_revocation_on_one_replica_stops_the_key_on_both(replicas: tuple[Gatew
     assert a.models(FREE).status_code == 200 and b.models(FREE).status_code == 200
 
 
-def test_revoking_every_key_of_a_user_by_user_id(replicas: tuple[Gateway, Gateway, KeyBackend, ManagedProcess]) -> None:
+def test_revoking_every_key_of_a_user_by_user_id(replicas: tuple[AuthClient, AuthClient, BackendProcess, ManagedProcess]) -> None:
     a, b, backend, _ = replicas
     keys = ["hc-sk-user-wide-revocation-0001", "hc-sk-user-wide-revocation-0002"]
     for key in keys:
@@ -86,14 +86,14 @@ def test_revoking_every_key_of_a_user_by_user_id(replicas: tuple[Gateway, Gatewa
         assert error_of(b.models(key)) == (401, "invalid_api_key")
 
 
-def test_revocation_endpoint_answers_json_when_redis_is_fine(replicas: tuple[Gateway, Gateway, KeyBackend, ManagedProcess]) -> None:
+def test_revocation_endpoint_answers_json_when_redis_is_fine(replicas: tuple[AuthClient, AuthClient, BackendProcess, ManagedProcess]) -> None:
     a, _, _, _ = replicas
     r = httpx.post(f"{a.base}/hc/keys/revoke", headers={"authorization": f"Bearer {MASTER_KEY}"},
                    content=b"not json")
     assert error_of(r) == (400, "invalid_request")
 
 
-def test_redis_down_then_back(replicas: tuple[Gateway, Gateway, KeyBackend, ManagedProcess]) -> None:
+def test_redis_down_then_back(replicas: tuple[AuthClient, AuthClient, BackendProcess, ManagedProcess]) -> None:
     """Without Redis a revocation is local and says so; a replica that lost its subscription empties its
     cache when it gets it back (it may have missed revocations meanwhile)."""
     a, b, backend, redis = replicas

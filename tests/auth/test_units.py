@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -116,8 +117,8 @@ def test_rejected_request_messages_name_the_field_only() -> None:
 def test_the_litellm_error_path_keeps_our_code() -> None:
     from litellm.proxy.auth import auth_exception_handler as handler
 
+    from litellm_cloud import _litellm_compat
     from litellm_cloud._edge import to_proxy_exception, to_replacement_exception
-    from litellm_cloud.auth import _litellm_compat
 
     assert _litellm_compat.install() and _litellm_compat.install()  # idempotent
     err = to_replacement_exception(BadRequest("no"))
@@ -134,7 +135,7 @@ def test_a_tier_naming_an_unknown_group_stops_start_up(settings: Settings) -> No
 
     odd = Tier(name="odd", rpm=1, tpm=1, daily_tokens=1, max_parallel=1, model_groups=("no-such-group",))
     with pytest.raises(ConfigError, match="no-such-group"):
-        ModelGate(settings.fleet, Tiers({"odd": odd}))
+        dataclasses.replace(settings, tiers=Tiers({"odd": odd}))  # Settings checks tiers against the fleet
 
 
 def test_forbidden_fields() -> None:

@@ -17,36 +17,41 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.support import SimFleet, chat, simulated_gateway
+from tests.support import GatewayClient, SimFleet, chat, simulated_gateway
 
 KEY = "hc-sk-fleettest0000000000000000verified"
 TIMEOUT = 2.0  # per-deployment timeout in this module's config
 
 
-class Gateway:
+class FleetStack:
+    """The simulated fleet and the shared test client (raw-key echo guard) of its one proxy."""
+
     def __init__(self, sim: SimFleet, base: str) -> None:
         self.sim = sim
         self.base = base
         self.headers = {"Authorization": f"Bearer {KEY}"}
+        self.client = GatewayClient(base)
 
     def post(self, path: str, body: dict[str, object], timeout: float = 30) -> httpx.Response:
-        return httpx.post(self.base + path, json=body, headers=self.headers, timeout=timeout)
+        return self.client.post(path, KEY, body, timeout=timeout)
 
     def served_by(self, response: httpx.Response) -> str:
         return response.headers["x-litellm-model-id"]
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetStack]:
     keys = [{"key": KEY, "user_id": "u-fleet", "tier": "admin", "age_verified": True}]
     with simulated_gateway(tmp_path_factory.mktemp("gateway"), keys, timeout=TIMEOUT, stream_timeout=TIMEOUT) as (
         sim, base, _proxy,
     ):  # fmt: skip
-        yield Gateway(sim, base)
+        stack = FleetStack(sim, base)
+        yield stack
+        stack.client.close()
 
 
 @pytest.fixture(autouse=True)
-def healthy_fleet(gw: Gateway) -> Iterator[None]:
+def healthy_fleet(gw: FleetStack) -> Iterator[None]:
     gw.sim.reset()
     yield
     gw.sim.reset()
@@ -61,7 +66,7 @@ NSFW = {f"gpu-{i}" for i in range(5, 9)}
     [("heartcode-default", SFW), ("heartcode-sfw", SFW), ("heartcode-chat-sfw", SFW),
      ("heartcode-nsfw", NSFW), ("heartcode-chat-nsfw", NSFW)],
 )  # fmt: skip
-def test_names_and_aliases_reach_their_group(gw: Gateway, model: str, servers: set[str]) -> None:
+def test_names_and_aliases_reach_their_group(gw: FleetStack, model: str, servers: set[str]) -> None:
     seen = set()
     for _ in range(12):
         r = gw.post("/v1/chat/completions", chat(model, max_tokens=4))
@@ -74,14 +79,14 @@ def test_names_and_aliases_reach_their_group(gw: Gateway, model: str, servers: s
     assert seen <= servers and len(seen) >= 2  # balanced across the group's servers
 
 
-def test_models_lists_groups_and_aliases(gw: Gateway) -> None:
+def test_models_lists_groups_and_aliases(gw: FleetStack) -> None:
     r = httpx.get(gw.base + "/v1/models", headers=gw.headers, timeout=10)
     assert r.status_code == 200
     ids = {m["id"] for m in r.json()["data"]}
     assert {"heartcode-default", "heartcode-sfw", "heartcode-chat-sfw", "heartcode-embed"} <= ids
 
 
-def test_embeddings(gw: Gateway) -> None:
+def test_embeddings(gw: FleetStack) -> None:
     r = gw.post("/v1/embeddings", {"model": "heartcode-embed", "input": ["one", "two"]})
     assert r.status_code == 200, r.text
     data = r.json()["data"]
@@ -89,7 +94,7 @@ def test_embeddings(gw: Gateway) -> None:
     assert gw.served_by(r).startswith("embed-")
 
 
-def test_streaming_arrives_token_by_token(gw: Gateway) -> None:
+def test_streaming_arrives_token_by_token(gw: FleetStack) -> None:
     for name in SFW:
         gw.sim.control(name, tokens_per_s=25)  # one token every 40 ms
     arrivals: list[float] = []
@@ -118,7 +123,7 @@ def test_streaming_arrives_token_by_token(gw: Gateway) -> None:
 
 
 async def _load(
-    gw: Gateway, n: int, concurrency: int, model: str = "heartcode-default"
+    gw: FleetStack, n: int, concurrency: int, model: str = "heartcode-default"
 ) -> list[httpx.Response | Exception]:
     sem = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=gw.base, headers=gw.headers, timeout=30) as client:
@@ -141,11 +146,11 @@ def _failures(results: list[httpx.Response | Exception]) -> list[str]:
     ]
 
 
-def _served(gw: Gateway, name: str) -> int:
+def _served(gw: FleetStack, name: str) -> int:
     return int(gw.sim.stats()[name]["requests"].get("chat", {}).get("ok", 0))
 
 
-def _wait_until_all_serve(gw: Gateway, servers: set[str] = SFW, timeout: float = 20) -> None:
+def _wait_until_all_serve(gw: FleetStack, servers: set[str] = SFW, timeout: float = 20) -> None:
     """Until every server has answered again (an earlier test's cooldowns are over)."""
     seen: set[str] = set()
     deadline = time.monotonic() + timeout
@@ -154,7 +159,7 @@ def _wait_until_all_serve(gw: Gateway, servers: set[str] = SFW, timeout: float =
         seen.add(gw.served_by(gw.post("/v1/chat/completions", chat("heartcode-default", max_tokens=1))))
 
 
-def test_a_server_killed_mid_load_costs_no_client_errors(gw: Gateway) -> None:
+def test_a_server_killed_mid_load_costs_no_client_errors(gw: FleetStack) -> None:
     _wait_until_all_serve(gw)
     for name in SFW:
         gw.sim.control(name, tokens_per_s=200, reset_stats=True)  # ~40 ms per request: many in flight when it dies
@@ -173,7 +178,7 @@ def test_a_server_killed_mid_load_costs_no_client_errors(gw: Gateway) -> None:
     assert _served(gw, "gpu-2") == served_before  # nothing after it died
 
 
-def test_a_hung_server_costs_its_timeout_at_most_once(gw: Gateway) -> None:
+def test_a_hung_server_costs_its_timeout_at_most_once(gw: FleetStack) -> None:
     gw.sim.control("gpu-3", mode="hang")
     slow = []
     for _ in range(20):
@@ -188,7 +193,7 @@ def test_a_hung_server_costs_its_timeout_at_most_once(gw: Gateway) -> None:
     assert all(t < TIMEOUT + 1.5 for t in slow), slow
 
 
-def test_a_hung_server_under_concurrent_load_costs_each_request_its_timeout_at_most_once(gw: Gateway) -> None:
+def test_a_hung_server_under_concurrent_load_costs_each_request_its_timeout_at_most_once(gw: FleetStack) -> None:
     """Requests already sent to the server when it hangs each pay its timeout once, then it is cooled down."""
     _wait_until_all_serve(gw)  # gpu-3 may still be cooling down from the test before
     gw.sim.control("gpu-3", mode="hang", reset_stats=True)
@@ -222,7 +227,7 @@ def test_a_hung_server_under_concurrent_load_costs_each_request_its_timeout_at_m
     assert 1 <= sum(stats["requests"].get("chat", {}).values()) <= concurrency, stats  # it was tried, then not
 
 
-def test_a_busy_server_is_retried_elsewhere_and_not_cooled_down(gw: Gateway) -> None:
+def test_a_busy_server_is_retried_elsewhere_and_not_cooled_down(gw: FleetStack) -> None:
     # Every server back in rotation first (the hung test leaves gpu-3 cooling down).
     _wait_until_all_serve(gw)
     gw.sim.control("gpu-4", mode="busy", reset_stats=True)
@@ -239,13 +244,13 @@ def test_a_busy_server_is_retried_elsewhere_and_not_cooled_down(gw: Gateway) -> 
     [{"model": "heartcode-default"}, {"model": "heartcode-default", "messages": "nope"}, {"messages": []},
      {"model": "heartcode-default", "messages": [{"role": "user", "content": "x"}], "max_tokens": "many"}],
 )  # fmt: skip
-def test_bad_input_is_a_4xx_json_error(gw: Gateway, body: dict[str, object]) -> None:
+def test_bad_input_is_a_4xx_json_error(gw: FleetStack, body: dict[str, object]) -> None:
     r = gw.post("/v1/chat/completions", body)
     assert 400 <= r.status_code < 500, (r.status_code, r.text)
     assert "error" in r.json()
 
 
-def test_malformed_json_is_a_4xx_json_error(gw: Gateway) -> None:
+def test_malformed_json_is_a_4xx_json_error(gw: FleetStack) -> None:
     r = httpx.post(
         gw.base + "/v1/chat/completions",
         content=b"{not json",
@@ -282,7 +287,7 @@ bodies = st.fixed_dictionaries(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=bodies)
 @example(body={"model": "heartcode-default", "messages": [{"role": "user", "content": [None]}]})
-def test_no_request_body_yields_a_server_error(gw: Gateway, body: dict[str, object]) -> None:
+def test_no_request_body_yields_a_server_error(gw: FleetStack, body: dict[str, object]) -> None:
     r = gw.post("/v1/chat/completions", body)
     assert r.status_code < 500, (body, r.status_code, r.text)
     if r.status_code != 200:
@@ -291,7 +296,7 @@ def test_no_request_body_yields_a_server_error(gw: Gateway, body: dict[str, obje
 
 
 # Last: it leaves the SFW group cooling down.
-def test_a_whole_group_down_is_503_model_unavailable(gw: Gateway) -> None:
+def test_a_whole_group_down_is_503_model_unavailable(gw: FleetStack) -> None:
     for name in SFW:
         gw.sim.control(name, mode="down")
     for _ in range(3):

@@ -14,8 +14,10 @@ from litellm_cloud.identity import IDENTITY_KEY, Identity
 from litellm_cloud.limits import Cost, Limiter, Limits, LimitsHook, estimate_cost
 from litellm_cloud.limits._types import Usage
 from litellm_cloud.limits.headers import duration, rate_limit_headers
-from litellm_cloud.limits.hook import META_KEY, StreamMeter, usage_tokens
+from litellm_cloud.limits.hook import META_KEY
+from litellm_cloud.limits.metering import StreamMeter, usage_tokens
 from litellm_cloud.limits.storage.memory import MemoryStorage
+from litellm_cloud.limits.subjects import Subjects
 from litellm_cloud.tiers import Tier, Tiers
 
 from .conftest import FakeClock, RecordingMetrics, dead_redis_storage
@@ -71,7 +73,7 @@ def test_stream_meter_counts_reasoning_and_tool_chunks_as_produced() -> None:
 def _hook(clock: FakeClock, scope: str = "account") -> LimitsHook:
     tier = Tier(name="free", rpm=10, tpm=1000, daily_tokens=10_000, max_parallel=2, model_groups=("m",))
     limiter = Limiter(MemoryStorage(), RecordingMetrics(), clock=clock)
-    return LimitsHook(limiter, Tiers({"free": tier}), RecordingMetrics(), scope=scope)  # type: ignore[arg-type]
+    return LimitsHook(limiter, Subjects(Tiers({"free": tier}), scope), RecordingMetrics())  # type: ignore[arg-type]
 
 
 def _key(user: str = "u1", key: str = "key-1") -> UserAPIKeyAuth:

@@ -11,14 +11,23 @@ import asyncio
 import concurrent.futures
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
 import yaml
 
-from tests.support import MASTER_KEY, SimFleet, render_test_config, start_backend, start_proxy, wait_until
+from tests.support import (
+    MASTER_KEY,
+    GatewayClient,
+    SimFleet,
+    render_test_config,
+    start_backend,
+    start_proxy,
+    wait_until,
+)
+from tests.support import chat as support_chat
 
 from .conftest import RedisServer
 
@@ -47,7 +56,7 @@ MODEL = "heartcode-chat-sfw"
 
 
 @dataclass
-class Gateway:
+class LimitsStack:
     """Two proxies behind one Redis, and what started them."""
 
     a: str
@@ -55,18 +64,23 @@ class Gateway:
     redis: RedisServer
     procs: dict[str, Any]
     restart_a: Any
+    clients: dict[str, GatewayClient] = field(default_factory=dict)
+
+    def client(self, base: str) -> GatewayClient:
+        """The shared test client (raw-key echo guard) for one of the proxies."""
+        return self.clients.setdefault(base, GatewayClient(base))
 
     def post(self, base: str, key: str, body: dict[str, Any], path: str = "/v1/chat/completions") -> httpx.Response:
-        return httpx.post(base + path, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        return self.client(base).post(path, key, body)
 
     def usage(self, base: str, key: str) -> dict[str, Any]:
-        r = httpx.get(base + "/v1/usage", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        r = self.client(base).request("GET", "/v1/usage", key, timeout=10)
         assert r.status_code == 200, r.text
         return dict(r.json())
 
 
 def chat(content: str = "hello there", **extra: Any) -> dict[str, Any]:
-    return {"model": MODEL, "messages": [{"role": "user", "content": content}], **extra}
+    return support_chat(MODEL, content, **extra)
 
 
 def code_of(r: httpx.Response) -> str:
@@ -82,7 +96,7 @@ def day_headers(r: httpx.Response, limit: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimitsStack]:
     log_dir = tmp_path_factory.mktemp("limits-proxy")
     tiers_file = log_dir / "tiers.yaml"
     tiers_file.write_text(yaml.safe_dump({"tiers": {
@@ -99,6 +113,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
            "HEARTCODE_LIMITS_STORAGE": redis.url}  # fmt: skip
     modes = {"a": "closed", "b": "open"}
     procs: dict[str, Any] = {"redis": redis, "sim": sim, "backend": backend}
+    clients: dict[str, GatewayClient] = {}
 
     def start(name: str, port: int | None = None) -> tuple[Any, str]:
         return start_proxy(name, config, log_dir, {**env, "HEARTCODE_LIMITS_ON_STORAGE_ERROR": modes[name]}, port=port)
@@ -112,14 +127,16 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             procs["a"].stop()
             procs["a"], _ = start("a", int(a.rsplit(":", 1)[1]))
 
-        yield Gateway(a, b, redis, procs, restart_a)
+        yield LimitsStack(a, b, redis, procs, restart_a, clients)
     finally:
+        for client in clients.values():
+            client.close()
         for name in ("a", "b", "backend", "sim", "redis"):
             if name in procs:
                 procs[name].stop()
 
 
-def _burst(gw: Gateway, key: str, n: int, body: dict[str, Any]) -> list[httpx.Response]:
+def _burst(gw: LimitsStack, key: str, n: int, body: dict[str, Any]) -> list[httpx.Response]:
     """``n`` requests at once, alternating between the two proxies."""
 
     async def run() -> list[httpx.Response]:
@@ -132,7 +149,7 @@ def _burst(gw: Gateway, key: str, n: int, body: dict[str, Any]) -> list[httpx.Re
     return asyncio.run(run())
 
 
-def test_fifty_concurrent_requests_across_two_proxies_admit_exactly_the_rpm(gateway: Gateway) -> None:
+def test_fifty_concurrent_requests_across_two_proxies_admit_exactly_the_rpm(gateway: LimitsStack) -> None:
     responses = _burst(gateway, KEY["u-burst"], 50, chat(max_tokens=2))
     codes = [code_of(r) for r in responses]
     assert codes.count("ok") == 10 and codes.count("rate_limited") == 40, codes
@@ -143,14 +160,14 @@ def test_fifty_concurrent_requests_across_two_proxies_admit_exactly_the_rpm(gate
         assert gateway.usage(base, KEY["u-burst"])["minute"]["requests"]["used"] == 10
 
 
-def test_a_second_key_of_the_account_does_not_double_the_limit(gateway: Gateway) -> None:
+def test_a_second_key_of_the_account_does_not_double_the_limit(gateway: LimitsStack) -> None:
     one, two = KEY["u-pair/7"], KEY["u-pair/8"]
     codes = [code_of(gateway.post(base, key, chat(max_tokens=2)))
              for base, key in ((gateway.a, one), (gateway.b, two), (gateway.a, two), (gateway.b, one))]  # fmt: skip
     assert codes == ["ok", "ok", "ok", "rate_limited"]
 
 
-def test_free_user_with_ten_ordinary_requests_is_never_refused(gateway: Gateway) -> None:
+def test_free_user_with_ten_ordinary_requests_is_never_refused(gateway: LimitsStack) -> None:
     # ~95 tokens each (a ~80-token prompt, the upstream's default 16-token answer), no max_tokens, two
     # at a time (the Free tier's parallel limit) across both proxies: 10 of them fit the 1,000 a minute.
     prompt = "Tell me a short and kind story about a cat who learns to paint with her tail. " * 3
@@ -166,7 +183,7 @@ def test_free_user_with_ten_ordinary_requests_is_never_refused(gateway: Gateway)
     assert used["minute"]["requests"]["remaining"] == 0
 
 
-def test_tpm_and_daily_quota_hold_across_both_proxies_and_survive_a_restart(gateway: Gateway) -> None:
+def test_tpm_and_daily_quota_hold_across_both_proxies_and_survive_a_restart(gateway: LimitsStack) -> None:
     started = time.monotonic()
     # Tokens: 400 a minute; each request uses prompt (2) + 50 tokens, settled from the upstream's usage.
     charged, codes = [], []
@@ -209,7 +226,7 @@ def _sse(lines: list[str]) -> list[dict[str, Any]]:
     return [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
 
 
-def test_streamed_usage_is_counted_and_unrequested_usage_is_not_leaked(gateway: Gateway) -> None:
+def test_streamed_usage_is_counted_and_unrequested_usage_is_not_leaked(gateway: LimitsStack) -> None:
     key = KEY["u-stream"]
     start = gateway.usage(gateway.a, key)["day"]["tokens"]["used"]
     headers = {"Authorization": f"Bearer {key}"}
@@ -232,7 +249,7 @@ def test_streamed_usage_is_counted_and_unrequested_usage_is_not_leaked(gateway: 
     assert end["in_flight"]["used"] == 0
 
 
-def test_embeddings_count_their_input_tokens(gateway: Gateway) -> None:
+def test_embeddings_count_their_input_tokens(gateway: LimitsStack) -> None:
     key = KEY["u-stream"]
     start = gateway.usage(gateway.b, key)["day"]["tokens"]["used"]
     body = {"model": "heartcode-embed", "input": ["a few words to embed", "and a few more of them"]}
@@ -243,7 +260,7 @@ def test_embeddings_count_their_input_tokens(gateway: Gateway) -> None:
     assert day_headers(r, 1_000_000) == 1_000_000 - used
 
 
-def test_client_that_disconnects_mid_stream_pays_for_what_it_got(gateway: Gateway) -> None:
+def test_client_that_disconnects_mid_stream_pays_for_what_it_got(gateway: LimitsStack) -> None:
     key = KEY["u-stream"]
     start = gateway.usage(gateway.a, key)["day"]["tokens"]["used"]
     headers = {"Authorization": f"Bearer {key}"}
@@ -272,7 +289,7 @@ def test_client_that_disconnects_mid_stream_pays_for_what_it_got(gateway: Gatewa
     assert 5 + received <= charged <= 5 + received + 10, (received, charged)
 
 
-def test_third_parallel_request_of_a_free_account_is_refused(gateway: Gateway) -> None:
+def test_third_parallel_request_of_a_free_account_is_refused(gateway: LimitsStack) -> None:
     key = KEY["u-free-par"]
     headers = {"Authorization": f"Bearer {key}"}
     body = chat("hi", max_tokens=400, stream=True)
@@ -287,7 +304,7 @@ def test_third_parallel_request_of_a_free_account_is_refused(gateway: Gateway) -
     assert code_of(gateway.post(gateway.b, key, chat("hi", max_tokens=2))) == "ok"
 
 
-def test_request_too_large_is_refused_with_the_tier_limits(gateway: Gateway) -> None:
+def test_request_too_large_is_refused_with_the_tier_limits(gateway: LimitsStack) -> None:
     r = gateway.post(gateway.b, KEY["u-free-par"], chat("many words " * 500))  # ~1,400 tokens > 1,000
     assert code_of(r) == "rate_limited" and "too large" in r.json()["error"]["message"]
     assert r.headers["retry-after"] == "60"
@@ -297,7 +314,7 @@ def test_request_too_large_is_refused_with_the_tier_limits(gateway: Gateway) -> 
     assert not any(h.startswith("x-ratelimit-remaining") for h in r.headers)
 
 
-def test_usage_route_answers_customer_keys_only(gateway: Gateway) -> None:
+def test_usage_route_answers_customer_keys_only(gateway: LimitsStack) -> None:
     body = gateway.usage(gateway.b, KEY["u-burst"])
     assert body["tier"] == "burst" and body["scope"] == "account"
     assert body["limits"] == {"requests_per_minute": 10, "tokens_per_minute": 100_000, "tokens_per_day": 1_000_000,
@@ -308,7 +325,7 @@ def test_usage_route_answers_customer_keys_only(gateway: Gateway) -> None:
     assert httpx.get(gateway.a + "/v1/usage", timeout=10).status_code == 401
 
 
-def test_redis_killed_mid_test_gives_the_configured_behaviour(gateway: Gateway) -> None:
+def test_redis_killed_mid_test_gives_the_configured_behaviour(gateway: LimitsStack) -> None:
     key = KEY["u-redis"]  # 3 requests a minute
     assert code_of(gateway.post(gateway.a, key, chat(max_tokens=2))) == "ok"
     gateway.redis.kill()

@@ -14,56 +14,36 @@ same algorithm, and one test suite runs against both:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping
 
 from ..._errors import ConfigError
-from .._types import AdmitResult, Cost, Limits, Usage
+from ._base import Storage, StorageError
+
+#: Every storage URI scheme, and the module of this package whose storage serves it. ``Settings``
+#: checks ``HEARTCODE_LIMITS_STORAGE`` against it, so a URI the settings accept always has a storage.
+SCHEMES: Mapping[str, str] = {"memory": "memory", "redis": "redis", "rediss": "redis"}
 
 
-class StorageError(Exception):
-    """The storage could not be reached or answered badly (the limiter applies the configured policy)."""
-
-
-class Storage(Protocol):
-    """One atomic operation per call, for one subject (an account or a key)."""
-
-    async def admit(
-        self, subject: str, limits: Limits, cost: Cost, ticket: str, now_ms: int, lease_until_ms: int, day: int
-    ) -> AdmitResult:
-        """Refuse, or count the request, reserve ``min(want, room)`` tokens and take a lease."""
-        ...
-
-    async def settle(self, subject: str, ticket: str, reserved: int, actual: int, now_ms: int, day: int) -> Usage:
-        """Replace a reservation by ``actual`` tokens and drop the ticket's lease."""
-        ...
-
-    async def renew(self, subject: str, tickets: Sequence[str], now_ms: int, lease_until_ms: int) -> None:
-        """Extend the leases of ``tickets`` that have not expired by ``now_ms``."""
-        ...
-
-    async def peek(self, subject: str, now_ms: int, day: int) -> Usage:
-        """The subject's counters, without admitting anything."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release connections."""
-        ...
+def check_uri(uri: str, name: str = "limits storage") -> str:
+    """``uri`` itself if its scheme names a storage; else a ``ConfigError`` saying what to use."""
+    scheme, sep, _ = uri.partition("://")
+    if not sep or scheme not in SCHEMES:
+        raise ConfigError(
+            f"{name}={uri!r}: unknown scheme; use memory:// (one process) or redis://host:port/db "
+            "(shared by replicas)"
+        )
+    return uri
 
 
 def storage_from_uri(uri: str) -> Storage:
     """The storage ``uri`` names; an unknown scheme is a ``ConfigError`` saying what to use."""
-    if uri.startswith("memory://"):
+    if SCHEMES[check_uri(uri).partition("://")[0]] == "memory":
         from .memory import MemoryStorage
 
         return MemoryStorage()
-    if uri.startswith(("redis://", "rediss://", "unix://")):
-        from .redis import RedisStorage
+    from .redis import RedisStorage
 
-        return RedisStorage.from_url(uri)
-    raise ConfigError(
-        f"limits storage {uri!r}: unknown scheme; use memory:// (one process) or redis://host:port/db (shared)"
-    )
+    return RedisStorage.from_url(uri)
 
 
-__all__ = ["Storage", "StorageError", "storage_from_uri"]
+__all__ = ["SCHEMES", "Storage", "StorageError", "check_uri", "storage_from_uri"]

@@ -10,7 +10,7 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .._types import WINDOW_MS, AdmitResult, Cost, Limits, Refusal, Usage
+from .._types import WINDOW_MS, AdmitResult, Cost, Limits, RefusalReason, Usage
 
 
 @dataclass
@@ -75,17 +75,17 @@ class MemoryStorage:
     ) -> AdmitResult:
         s = self._get(subject, now_ms, day)
         day_used = s.days.get(day, 0)
-        refusal: Refusal | None = None
+        refusal: RefusalReason | None = None
         free_at: int | None = None
         if day_used + cost.need > limits.daily_tokens:
-            refusal = Refusal.DAY
+            refusal = RefusalReason.DAY
         elif len(s.requests) >= limits.rpm:
-            refusal, free_at = Refusal.RPM, s.requests[0][0]
+            refusal, free_at = RefusalReason.RPM, s.requests[0][0]
         elif s.token_sum + cost.need > limits.tpm:
-            refusal = Refusal.TPM
+            refusal = RefusalReason.TPM
             free_at = s.tokens_free_at(s.token_sum + cost.need - limits.tpm)
         elif len(s.leases) >= limits.max_parallel:
-            refusal = Refusal.PARALLEL
+            refusal = RefusalReason.PARALLEL
         if refusal is not None:
             return AdmitResult(refusal=refusal, reserved=0, free_at_ms=free_at, usage=s.usage(now_ms, day))
         reserved = min(cost.want, limits.tpm - s.token_sum, limits.daily_tokens - day_used)

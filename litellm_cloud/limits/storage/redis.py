@@ -17,8 +17,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from .._types import WINDOW_MS, AdmitResult, Cost, Limits, Refusal, Usage
-from . import StorageError
+from .._types import WINDOW_MS, AdmitResult, Cost, Limits, RefusalReason, Usage
+from ._base import StorageError
 
 DAY_TTL_MS = 2 * 86_400_000
 # A stale pooled connection (Redis restarted) fails once and is replaced: retry once, never more,
@@ -88,7 +88,7 @@ class RedisStorage:
         if isinstance(refusal, bytes):
             refusal = refusal.decode()
         return AdmitResult(
-            refusal=None if admitted else Refusal(refusal),
+            refusal=None if admitted else RefusalReason(refusal),
             reserved=reserved,
             free_at_ms=None if free_at < 0 else free_at,
             usage=_usage(now_ms, raw[4:]),

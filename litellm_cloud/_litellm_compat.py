@@ -1,15 +1,26 @@
-"""One adaptation of LiteLLM's auth error path, so every refusal keeps its stable ``code``.
+"""The adaptations of LiteLLM's own behaviour, installed once by ``gateway.build_gateway``.
 
-LiteLLM refuses some request fields (``api_base``, ``user_config``, ``model_list``, ...) in its own
+``install()`` applies both (idempotent):
+
+- ``keep_gateway_errors()``: every refusal keeps its stable ``code`` on LiteLLM's auth error path;
+- ``skip_metrics_auth_middleware()``: LiteLLM's ``PrometheusAuthMiddleware`` leaves ``/metrics`` to our route.
+
+**The auth error path.** LiteLLM refuses some request fields (``api_base``, ``user_config``, ``model_list``, ...) in its own
 ``pre_db_read_auth_checks``, before our auth function runs. Our access hook's failure hook replaces that
 error, but LiteLLM only accepts an ``HTTPException`` as a replacement and then rebuilds it as a plain
 ``ProxyException`` whose ``code`` is the HTTP status (``"400"``), losing ours (``invalid_request``).
 
-``install()`` wraps ``litellm.proxy.auth.auth_exception_handler._as_proxy_exception`` (measured on
+``keep_gateway_errors()`` wraps ``litellm.proxy.auth.auth_exception_handler._as_proxy_exception`` (measured on
 LiteLLM 1.103.7; called by name, so rebinding the module attribute takes effect) so that our own
 ``GatewayProxyException`` passes through unchanged; every other exception is converted as before.
-If a LiteLLM upgrade removes that function or stops calling it by name, ``install()`` logs an error and changes nothing: those
+If a LiteLLM upgrade removes that function or stops calling it by name, it logs an error and changes nothing: those
 refusals then answer code ``"400"`` (tests/auth/test_proxy_auth.py fails and says so).
+
+**The metrics route.** LiteLLM's ``PrometheusAuthMiddleware`` runs custom auth on every ``/metrics``
+request before any route: our auth refuses the metrics token there, and each scrape would count as a
+refused request. Our route checks its own token, so the middleware's check is switched off (as the
+rendered config's ``litellm_settings.require_auth_for_metrics_endpoint: false`` does too, for a proxy
+whose config predates it).
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .._edge import GatewayProxyException
+from ._edge import GatewayProxyException
 
 log = logging.getLogger("litellm_cloud.auth")
 
@@ -26,6 +37,19 @@ _MARK = "_litellm_cloud_keeps_gateway_errors"
 
 
 def install() -> bool:
+    """Every adaptation; True if the auth error path keeps our codes."""
+    skip_metrics_auth_middleware()
+    return keep_gateway_errors()
+
+
+def skip_metrics_auth_middleware() -> None:
+    """Leave ``/metrics`` to our own route's token check (see the module docstring)."""
+    import litellm
+
+    litellm.require_auth_for_metrics_endpoint = False
+
+
+def keep_gateway_errors() -> bool:
     """Make LiteLLM's auth error path keep our ``GatewayProxyException``; idempotent. True if active."""
     try:
         from litellm.proxy.auth import auth_exception_handler as handler
