@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Literal
 
 from ._errors import ConfigError
+from ._redis import SCHEMES as redis_schemes
+from ._redis import check_url as check_redis_url
 from .fleet.manifest import Manifest, load_manifest
 from .tiers import Tiers
 
@@ -63,10 +65,10 @@ FIELDS: tuple[Field, ...] = (
     Field("HEARTCODE_AUTH_CACHE_SIZE", "100000", "valid keys cached at most; refused keys are held apart, up to a quarter of this"),
     Field("HEARTCODE_TIERS_FILE", "tiers.yaml", "tier table (limits and model access)"),
     Field("HEARTCODE_FLEET_FILE", "fleet.yaml", "fleet manifest (model groups, aliases)"),
-    Field("HEARTCODE_LIMITS_STORAGE", "memory://", "limiter storage: memory:// or redis://host:port/db"),
+    Field("HEARTCODE_LIMITS_STORAGE", "memory://", "limiter storage: memory://, redis://host:port/db or redis+sentinel://host:26379[,host:26379]/service[/db]"),
     Field("HEARTCODE_LIMITS_ON_STORAGE_ERROR", "closed", "when limiter storage fails: closed (503) or open"),
     Field("HEARTCODE_LIMITS_SCOPE", "account", "count limits per account (user_id) or per key"),
-    Field("HEARTCODE_REDIS_URL", "", "Redis shared by replicas (key revocation); empty: this process only"),
+    Field("HEARTCODE_REDIS_URL", "", "Redis shared by replicas (key revocation; redis:// or redis+sentinel://); empty: this process only"),
     Field("LITELLM_MASTER_KEY", "", "LiteLLM admin key (admin routes); keep secret"),
     Field("LANGFUSE_PUBLIC_KEY", "", "Langfuse public key; tracing is on only when both keys are set"),
     Field("LANGFUSE_SECRET_KEY", "", "Langfuse secret key"),
@@ -142,11 +144,15 @@ class Settings:
         if not backend_url.startswith(("http://", "https://")):
             raise ConfigError(f"HEARTCODE_BACKEND_URL={backend_url!r}: expected an http:// or https:// URL")
         storage = _get(env, "HEARTCODE_LIMITS_STORAGE")
-        if not storage.startswith(("memory://", "redis://", "rediss://")):
+        if not storage.startswith(("memory://", *redis_schemes)):
             raise ConfigError(
-                f"HEARTCODE_LIMITS_STORAGE={storage!r}: unknown scheme; use memory:// (one process) "
-                "or redis://host:port/db (shared by replicas)"
+                f"HEARTCODE_LIMITS_STORAGE={storage!r}: unknown scheme; use memory:// (one process), "
+                "redis://host:port/db or redis+sentinel://host:26379[,host:26379]/<service>[/db] (shared by replicas)"
             )
+        if storage.startswith(redis_schemes):
+            check_redis_url("HEARTCODE_LIMITS_STORAGE", storage)
+        if _get(env, "HEARTCODE_REDIS_URL"):
+            check_redis_url("HEARTCODE_REDIS_URL", _get(env, "HEARTCODE_REDIS_URL"))
         tiers = Tiers.load(base / _get(env, "HEARTCODE_TIERS_FILE"))
         fleet = load_manifest(base / _get(env, "HEARTCODE_FLEET_FILE"))
         for tier in tiers.values():

@@ -57,12 +57,13 @@ def storage_from_uri(uri: str) -> Storage:
         from .memory import MemoryStorage
 
         return MemoryStorage()
-    if uri.startswith(("redis://", "rediss://", "unix://")):
+    if uri.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
         from .redis import RedisStorage
 
         return RedisStorage.from_url(uri)
     raise ConfigError(
-        f"limits storage {uri!r}: unknown scheme; use memory:// (one process) or redis://host:port/db (shared)"
+        f"limits storage {uri!r}: unknown scheme; use memory:// (one process), redis://host:port/db "
+        "or redis+sentinel://host:26379[,host:26379]/<service>[/db] (shared)"
     )
 
 
