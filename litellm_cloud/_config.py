@@ -74,6 +74,7 @@ FIELDS: tuple[Field, ...] = (
     Field("LANGFUSE_SECRET_KEY", "", "Langfuse secret key"),
     Field("LANGFUSE_HOST", "https://cloud.langfuse.com", "Langfuse base URL (self-hosted or cloud)"),
     Field("HEARTCODE_METRICS_TOKEN", "", "Bearer token for /metrics; empty: master key only"),
+    Field("HEARTCODE_SHUTDOWN_GRACE", "25", "seconds a stopping proxy lets requests and streams in flight finish"),
 )
 _DEFAULTS = {f.env: f.default for f in FIELDS}
 
@@ -108,6 +109,11 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def shutdown_grace(env: Mapping[str, str]) -> float:
+    """``HEARTCODE_SHUTDOWN_GRACE``, validated (the proxy command reads it before anything else)."""
+    return _number(env, "HEARTCODE_SHUTDOWN_GRACE", minimum=0.0)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the gateway reads from its environment, validated, with files loaded."""
@@ -130,6 +136,7 @@ class Settings:
     langfuse_secret_key: Secret
     langfuse_host: str
     metrics_token: Secret
+    shutdown_grace: float = 25.0
     base_dir: Path = field(default_factory=Path.cwd)
 
     @property
@@ -178,5 +185,6 @@ class Settings:
             langfuse_secret_key=Secret(_get(env, "LANGFUSE_SECRET_KEY")),
             langfuse_host=_get(env, "LANGFUSE_HOST").rstrip("/"),
             metrics_token=Secret(_get(env, "HEARTCODE_METRICS_TOKEN")),
+            shutdown_grace=shutdown_grace(env),
             base_dir=base,
         )

@@ -31,9 +31,10 @@ def proxy_env(base: Mapping[str, str]) -> dict[str, str]:
 
 
 def proxy_argv(config: Path, *, host: str = "0.0.0.0", port: int = 4000, workers: int = 1) -> list[str]:
-    """The command that runs LiteLLM's proxy server with ``config``."""
+    """The command that runs LiteLLM's proxy server with ``config`` (through ``_serve``: its CLI plus a
+    graceful-shutdown timeout)."""
     return [
-        sys.executable, "-m", "litellm.proxy.proxy_cli",
+        sys.executable, "-m", "litellm_cloud._serve",
         "--config", str(config), "--host", host, "--port", str(port), "--num_workers", str(workers),
     ]  # fmt: skip
 
