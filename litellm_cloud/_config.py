@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from ._errors import ConfigError
+from ._redis import check_url as check_redis_url
 from .fleet.manifest import Manifest, load_manifest
 from .tiers import Tiers
 
@@ -63,10 +64,10 @@ FIELDS: tuple[Field, ...] = (
     Field("HEARTCODE_AUTH_CACHE_SIZE", "100000", "valid keys cached at most; refused keys are held apart, up to a quarter of this"),
     Field("HEARTCODE_TIERS_FILE", "tiers.yaml", "tier table (limits and model access)"),
     Field("HEARTCODE_FLEET_FILE", "fleet.yaml", "fleet manifest (model groups, aliases)"),
-    Field("HEARTCODE_LIMITS_STORAGE", "memory://", "limiter storage: memory:// or redis://host:port/db"),
+    Field("HEARTCODE_LIMITS_STORAGE", "memory://", "limiter storage: memory://, redis://host:port/db or redis+sentinel://host:26379[,host:26379]/service[/db]"),
     Field("HEARTCODE_LIMITS_ON_STORAGE_ERROR", "closed", "when limiter storage fails: closed (503) or open"),
     Field("HEARTCODE_LIMITS_SCOPE", "account", "count limits per account (user_id) or per key"),
-    Field("HEARTCODE_REDIS_URL", "", "Redis shared by replicas (key revocation); empty: this process only"),
+    Field("HEARTCODE_REDIS_URL", "", "Redis shared by replicas (key revocation; redis:// or redis+sentinel://); empty: this process only"),
     Field("LITELLM_MASTER_KEY", "", "LiteLLM admin key (admin routes); keep secret"),
     Field("LANGFUSE_PUBLIC_KEY", "", "Langfuse public key; tracing is on only when both keys are set"),
     Field("LANGFUSE_SECRET_KEY", "", "Langfuse secret key"),
@@ -74,6 +75,7 @@ FIELDS: tuple[Field, ...] = (
     Field("HEARTCODE_OTLP_ENDPOINT", "", "also send the traces to this OTLP/HTTP traces URL (Tempo, Jaeger, a collector: http://host:4318/v1/traces); empty: none"),
     Field("HEARTCODE_OTLP_HEADERS", "", "headers for HEARTCODE_OTLP_ENDPOINT, key=value,key2=value2 (secret)"),
     Field("HEARTCODE_METRICS_TOKEN", "", "Bearer token for /metrics; empty: master key only"),
+    Field("HEARTCODE_SHUTDOWN_GRACE", "25", "seconds a stopping proxy lets requests and streams in flight finish"),
 )
 _DEFAULTS = {f.env: f.default for f in FIELDS}
 
@@ -108,6 +110,11 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def shutdown_grace(env: Mapping[str, str]) -> float:
+    """``HEARTCODE_SHUTDOWN_GRACE``, validated (the proxy command reads it before anything else)."""
+    return _number(env, "HEARTCODE_SHUTDOWN_GRACE", minimum=0.0)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the gateway reads from its environment, validated, with files loaded."""
@@ -132,6 +139,7 @@ class Settings:
     otlp_endpoint: str
     otlp_headers: Secret
     metrics_token: Secret
+    shutdown_grace: float = 25.0
     base_dir: Path = field(default_factory=Path.cwd)
 
     def __post_init__(self) -> None:
@@ -161,7 +169,7 @@ class Settings:
         if not backend_url.startswith(("http://", "https://")):
             raise ConfigError(f"HEARTCODE_BACKEND_URL={backend_url!r}: expected an http:// or https:// URL")
         # Imported here: the limits package imports this module for ``Settings``.
-        from .limits.storage import check_uri
+        from .limits.storage import SCHEMES, check_uri
 
         storage = check_uri(_get(env, "HEARTCODE_LIMITS_STORAGE"), "HEARTCODE_LIMITS_STORAGE")
         otlp_endpoint = _get(env, "HEARTCODE_OTLP_ENDPOINT").strip()
@@ -170,6 +178,10 @@ class Settings:
                 f"HEARTCODE_OTLP_ENDPOINT={otlp_endpoint!r}: expected the http:// or https:// URL of an OTLP/HTTP "
                 "traces endpoint, e.g. http://tempo:4318/v1/traces"
             )
+        if SCHEMES[storage.partition("://")[0]] == "redis":
+            check_redis_url("HEARTCODE_LIMITS_STORAGE", storage)
+        if _get(env, "HEARTCODE_REDIS_URL"):
+            check_redis_url("HEARTCODE_REDIS_URL", _get(env, "HEARTCODE_REDIS_URL"))
         tiers = Tiers.load(base / _get(env, "HEARTCODE_TIERS_FILE"))
         fleet = load_manifest(base / _get(env, "HEARTCODE_FLEET_FILE"))
         return cls(
@@ -193,5 +205,6 @@ class Settings:
             otlp_endpoint=otlp_endpoint,
             otlp_headers=Secret(_get(env, "HEARTCODE_OTLP_HEADERS")),
             metrics_token=Secret(_get(env, "HEARTCODE_METRICS_TOKEN")),
+            shutdown_grace=shutdown_grace(env),
             base_dir=base,
         )

@@ -1,9 +1,10 @@
 """The adaptations of LiteLLM's own behaviour, installed once by ``gateway.build_gateway``.
 
-``install()`` applies both (idempotent):
+``install()`` applies the first two (idempotent); the gateway adds the third with its own callback:
 
 - ``keep_gateway_errors()``: every refusal keeps its stable ``code`` on LiteLLM's auth error path;
-- ``skip_metrics_auth_middleware()``: LiteLLM's ``PrometheusAuthMiddleware`` leaves ``/metrics`` to our route.
+- ``skip_metrics_auth_middleware()``: LiteLLM's ``PrometheusAuthMiddleware`` leaves ``/metrics`` to our route;
+- ``on_app_shutdown(callback)``: the gateway's own shutdown (traces flushed) runs in LiteLLM's.
 
 **The auth error path.** LiteLLM refuses some request fields (``api_base``, ``user_config``, ``model_list``, ...) in its own
 ``pre_db_read_auth_checks``, before our auth function runs. Our access hook's failure hook replaces that
@@ -21,12 +22,20 @@ request before any route: our auth refuses the metrics token there, and each scr
 refused request. Our route checks its own token, so the middleware's check is switched off (as the
 rendered config's ``litellm_settings.require_auth_for_metrics_endpoint: false`` does too, for a proxy
 whose config predates it).
+
+**The shutdown.** LiteLLM 1.103.7's app has a lifespan of its own (``proxy_startup_event``), already running
+when the gateway is built, so a shutdown handler added then never runs. Its shutdown half ends by
+awaiting ``proxy_shutdown_event`` (looked up by name), after uvicorn has let the requests in flight finish:
+``on_app_shutdown`` wraps that function so the gateway's callback runs first. This runs in every worker
+process (each builds its own gateway), before uvicorn re-raises SIGTERM and the process dies. If an
+upgrade stops calling it by name, an error is logged and traces still queued at exit are lost
+(tests/observability/test_shutdown.py fails).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._edge import GatewayProxyException
@@ -75,4 +84,39 @@ def keep_gateway_errors() -> bool:
 
     setattr(_as_proxy_exception, _MARK, True)
     handler._as_proxy_exception = _as_proxy_exception  # type: ignore[attr-defined]
+    return True
+
+
+_SHUTDOWN_MARK = "_litellm_cloud_shutdown"
+
+
+def on_app_shutdown(callback: Callable[[], Awaitable[None]]) -> bool:
+    """Run ``callback`` at the start of LiteLLM's app shutdown (after requests drained); True if active.
+
+    Installing again replaces the callback (one gateway per process).
+    """
+    try:
+        from litellm.proxy import proxy_server
+    except ImportError:  # pragma: no cover - LiteLLM without its proxy extras
+        return False
+    current = getattr(proxy_server, "proxy_shutdown_event", None)
+    original = getattr(current, _SHUTDOWN_MARK, current)
+    lifespan = getattr(getattr(proxy_server, "proxy_startup_event", None), "__wrapped__", None)
+    looked_up = "proxy_shutdown_event" in getattr(getattr(lifespan, "__code__", None), "co_names", ())
+    if original is None or not callable(original) or not looked_up:
+        log.error(
+            "LiteLLM's shutdown changed (proxy_startup_event no longer awaits proxy_shutdown_event): traces "
+            "still queued when the proxy stops will be lost"
+        )
+        return False
+
+    async def proxy_shutdown_event(*args: Any, **kwargs: Any) -> None:
+        try:
+            await callback()
+        except Exception:  # the rest of LiteLLM's shutdown must still run
+            log.exception("gateway shutdown failed")
+        await original(*args, **kwargs)
+
+    setattr(proxy_shutdown_event, _SHUTDOWN_MARK, original)
+    proxy_server.proxy_shutdown_event = proxy_shutdown_event  # type: ignore[attr-defined]
     return True

@@ -34,6 +34,8 @@ import httpx
 
 from ._config import Settings
 from ._errors import ConfigError
+from ._redis import SCHEMES as REDIS_SCHEMES
+from ._redis import redacted as redacted_redis_url
 
 Status = Literal["ok", "warn", "fail"]
 PROBE_KEY = "hc-sk-doctor-probe-not-a-real-key-000"
@@ -75,6 +77,8 @@ class Deployment:
 
 
 def _mapped(url: str, host_map: Mapping[str, str]) -> str:
+    if url.startswith(REDIS_SCHEMES[-1]):  # Sentinel: its netloc lists hosts, and it reports the master's IP
+        return url
     parts = urlsplit(url)
     if parts.hostname and parts.hostname in host_map:
         netloc = host_map[parts.hostname] + (f":{parts.port}" if parts.port else "")
@@ -83,6 +87,8 @@ def _mapped(url: str, host_map: Mapping[str, str]) -> str:
 
 
 def _redacted(url: str) -> str:
+    if url.startswith(REDIS_SCHEMES[-1]):
+        return redacted_redis_url(url)
     parts = urlsplit(url)
     if parts.password or parts.username:
         return urlunsplit(parts._replace(netloc=f"***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")))
@@ -186,7 +192,7 @@ def _says_invalid(r: httpx.Response) -> bool:
 def redis_urls(settings: Settings) -> dict[str, str]:
     """Setting name -> Redis URL, for every Redis the gateway is configured to use."""
     urls = {}
-    if settings.limits_storage.startswith(("redis://", "rediss://")):
+    if settings.limits_storage.startswith(REDIS_SCHEMES):
         urls["HEARTCODE_LIMITS_STORAGE"] = settings.limits_storage
     if settings.redis_url:
         urls["HEARTCODE_REDIS_URL"] = settings.redis_url
@@ -197,8 +203,10 @@ def check_redis(setting: str, url: str, options: DoctorOptions) -> Check:
     """PING, and whether counters survive a restart (append-only file)."""
     import redis
 
-    client = redis.Redis.from_url(_mapped(url, options.host_map), socket_connect_timeout=options.timeout,
-                                  socket_timeout=options.timeout)
+    from ._redis import sync_client
+
+    client = sync_client(_mapped(url, options.host_map), socket_connect_timeout=options.timeout,
+                         socket_timeout=options.timeout)
     name = f"redis {setting}"
     try:
         client.ping()

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter
 
-from . import _litellm_compat
+from . import _litellm_compat, _serve
 from ._config import Settings
 from .auth import AccessHook, Auth, build_auth
 from .fleet.hook import FleetHook
@@ -82,6 +82,11 @@ class Gateway:
         self.auth.revocations.start()
         self.limits.limiter.start_heartbeat()
 
+    async def stop(self) -> None:
+        """The gateway's part of the proxy's shutdown, once requests in flight have finished (their limits
+        settled as each ended): send the traces still queued, bounded, off the event loop."""
+        await asyncio.to_thread(self.observability_hook.close)
+
 
 def build_gateway(settings: Settings) -> Gateway:
     """Wire the gateway's parts together from ``settings``."""
@@ -104,6 +109,10 @@ def gateway() -> Gateway:
     from litellm.proxy.proxy_server import app  # the running proxy's app; imported only inside it
 
     built.mount(app)
+    # This process serves (one worker, or one of several spawned ones): its shutdown drains open
+    # connections first, and ends with the gateway's own.
+    _serve.install_drain(built.settings.shutdown_grace)
+    _litellm_compat.on_app_shutdown(built.stop)
     try:
         built.start()
     except RuntimeError:  # imported outside LiteLLM's start-up: say so rather than run without them

@@ -4,22 +4,16 @@ The container's command is ``litellm-cloud proxy --config /app/config.yaml --hos
 ``litellm-cloud dev`` and the test fixtures build their command with ``proxy_argv`` and their
 environment with ``proxy_env``. So the proxy that tests exercise is started exactly as production's.
 
-The command is ``python -m litellm_cloud.proxy ARGS``: LiteLLM's own proxy CLI (``run_server``), with one
-difference. uvicorn (0.54) answers SIGTERM with a graceful shutdown (LiteLLM drains requests in flight),
-then restores the SIGTERM handler it found and raises the signal again. Python's default handler would
-kill the process on the spot, so ``atexit`` would never run and spans still queued for Langfuse would be
-lost. ``main`` installs a handler that turns SIGTERM into ``SystemExit(143)`` first: the same exit
-status a shell reports for a SIGTERM, after a normal interpreter shutdown (atexit: traces flushed).
+The command is ``python -m litellm_cloud._serve ARGS``: LiteLLM's own proxy CLI (``run_server``) with a
+graceful-shutdown timeout (``HEARTCODE_SHUTDOWN_GRACE``); see ``_serve``.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from types import FrameType
 
 #: Environment every proxy process gets (unless the caller already set the variable).
 PROXY_ENV_DEFAULTS: Mapping[str, str] = {
@@ -40,9 +34,10 @@ def proxy_env(base: Mapping[str, str]) -> dict[str, str]:
 
 
 def proxy_argv(config: Path, *, host: str = "0.0.0.0", port: int = 4000, workers: int = 1) -> list[str]:
-    """The command that runs LiteLLM's proxy server with ``config``."""
+    """The command that runs LiteLLM's proxy server with ``config`` (through ``_serve``: its CLI plus a
+    graceful-shutdown timeout)."""
     return [
-        sys.executable, "-m", "litellm_cloud.proxy",
+        sys.executable, "-m", "litellm_cloud._serve",
         "--config", str(config), "--host", host, "--port", str(port), "--num_workers", str(workers),
     ]  # fmt: skip
 
@@ -56,19 +51,3 @@ def exec_proxy(config: Path, *, home: Path, host: str, port: int, workers: int) 
     os.chdir(home)
     argv = proxy_argv(config.resolve(), host=host, port=port, workers=workers)
     os.execve(sys.executable, argv, proxy_env(os.environ))
-
-
-def _exit_normally(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
-def main() -> None:
-    """LiteLLM's proxy CLI (arguments from ``sys.argv``), with SIGTERM ending in a normal exit."""
-    signal.signal(signal.SIGTERM, _exit_normally)
-    from litellm.proxy.proxy_cli import run_server
-
-    run_server()
-
-
-if __name__ == "__main__":
-    main()

@@ -98,10 +98,11 @@ class RedisRevocations:
     """Revocation through Redis pub/sub: every subscribed replica applies every message."""
 
     def __init__(self, cache: AuthCache[Verdict], redis_url: str, *, client: Any | None = None) -> None:
-        import redis.asyncio as aioredis
+        from .._redis import async_client
 
         self._cache = cache
-        self._redis = client or aioredis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
+        # ``redis_url`` may name a Sentinel service: the listener's reconnect then finds the new master.
+        self._redis = client or async_client(redis_url, socket_connect_timeout=2, socket_timeout=5)
         self._origin = uuid.uuid4().hex
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()

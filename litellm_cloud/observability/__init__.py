@@ -9,7 +9,6 @@ and why the exporter is built this way.
 
 from __future__ import annotations
 
-import atexit
 import importlib
 from typing import TYPE_CHECKING, Any
 
@@ -65,17 +64,14 @@ def build_observability_hook(settings: Settings, metrics: Metrics) -> Observabil
         model_groups=list(fleet.groups),
         deployments={server.name: group for group, server in fleet.servers()},
     )
-    hook = ObservabilityHook(
+    # Spans still queued when the proxy stops are sent by ``hook.close``, which the gateway's shutdown
+    # calls (``Gateway.stop``, run inside LiteLLM's app shutdown).
+    return ObservabilityHook(
         manifest=fleet,
         metrics=metrics,
         tracing=build_tracing(settings, metrics),
         router=metrics_router(metrics, (settings.metrics_token, settings.master_key)),
     )
-    # Spans still queued are sent at process exit (bounded). LiteLLM 1.103.7's app has a lifespan of its
-    # own, already running when this is built, and no shutdown hook for callbacks; uvicorn re-raises SIGTERM
-    # after its graceful shutdown, which ``litellm_cloud.proxy`` turns into a normal exit, so atexit runs.
-    atexit.register(hook.close)
-    return hook
 
 
 __all__ = [

@@ -38,11 +38,19 @@ def test_secrets_never_show() -> None:
         ({"HEARTCODE_LIMITS_ON_STORAGE_ERROR": "maybe"}, "expected one of closed, open"),
         ({"HEARTCODE_BACKEND_URL": "backend:8000"}, "expected an http"),
         ({"HEARTCODE_TIERS_FILE": "missing.yaml"}, "cannot read"),
+        ({"HEARTCODE_LIMITS_STORAGE": "redis+sentinel://s1:26379"}, "HEARTCODE_LIMITS_STORAGE: .*<service>"),
+        ({"HEARTCODE_REDIS_URL": "sentinel://s1:26379/svc"}, "HEARTCODE_REDIS_URL=.*unknown scheme"),
     ],
 )
 def test_bad_settings_say_what_to_fix(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env, base_dir=REPO)
+
+
+def test_sentinel_urls_are_accepted_for_limits_and_revocation() -> None:
+    url = "redis+sentinel://s1:26379,s2:26379/heartcode/2"
+    s = Settings.from_env({"HEARTCODE_LIMITS_STORAGE": url, "HEARTCODE_REDIS_URL": url}, base_dir=REPO)
+    assert s.limits_storage == url and s.redis_url == url
 
 
 def test_a_tier_naming_an_unknown_group_is_refused(tmp_path: Path) -> None:

@@ -87,14 +87,16 @@ class NginxLayout:
 
 
 def nginx_env(*, http_port: int, https_port: int, upstream: str, cert_dir: Path, root: Path,
-              **overrides: str) -> dict[str, str]:
-    """Test values for every template variable (docker-compose.yml gives the production ones)."""
+              upstream_2: str | None = None, **overrides: str) -> dict[str, str]:
+    """Test values for every template variable (docker-compose.yml gives the production ones); one
+    upstream unless ``upstream_2`` names a second proxy."""
     env = {
         "NGINX_HTTP_LISTEN": f"127.0.0.1:{http_port}",
         "NGINX_HTTPS_LISTEN": f"127.0.0.1:{https_port}",
         "NGINX_PUBLIC_HTTPS_PORT": str(https_port),
         "NGINX_SERVER_NAME": "localhost",
         "NGINX_UPSTREAM": upstream,
+        "NGINX_UPSTREAM_2": upstream_2 or upstream,
         "NGINX_CERT_DIR": str(cert_dir),
         "NGINX_LOG_DIR": str(root / "logs"),
         "NGINX_TEMP_DIR": str(root / "temp"),

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from litellm_cloud._config import FIELDS
+from litellm_cloud._config import FIELDS, shutdown_grace
+from litellm_cloud._serve import SHUTDOWN_MARGIN_S
 from litellm_cloud.cli import build_parser
 from litellm_cloud.proxy import PROXY_ENV_DEFAULTS, proxy_argv
 from tests.deploy._nginx import TEMPLATE, template_variables
@@ -174,7 +175,7 @@ def test_container_runs_what_the_tests_run(plain: dict[str, Any]) -> None:
     assert args.command == "proxy" and args.func.__name__ == "_proxy"
     assert (args.config, args.host, args.port, args.workers) == (Path("/app/config.yaml"), "0.0.0.0", 4000, 1)
     assert proxy_argv(args.config, host=args.host, port=args.port, workers=args.workers)[2:] == [
-        "litellm_cloud.proxy", "--config", "/app/config.yaml", "--host", "0.0.0.0", "--port", "4000",
+        "litellm_cloud._serve", "--config", "/app/config.yaml", "--host", "0.0.0.0", "--port", "4000",
         "--num_workers", "1"]
     # /app/config.yaml is a rendered config of the repo; /app is the home (working dir) with custom_auth.py.
     mounts = {v["target"]: Path(v["source"]) for v in litellm["volumes"]}
@@ -183,6 +184,15 @@ def test_container_runs_what_the_tests_run(plain: dict[str, Any]) -> None:
     environment = litellm["environment"]
     for name, value in PROXY_ENV_DEFAULTS.items():
         assert environment.get(name) == value, f"compose sets {name}={environment.get(name)!r}, proxy.py {value!r}"
+
+
+def test_stop_grace_period_covers_the_shutdown_grace(plain: dict[str, Any]) -> None:
+    litellm = plain["services"]["litellm"]
+    grace = shutdown_grace(litellm["environment"])
+    # compose normalizes durations ("30s") to nanoseconds or keeps the string, depending on the version.
+    raw = litellm["stop_grace_period"]
+    stop = int(raw) / 1e9 if str(raw).isdigit() else float(str(raw).removesuffix("s"))
+    assert stop == grace + SHUTDOWN_MARGIN_S, f"stop_grace_period {raw} should be HEARTCODE_SHUTDOWN_GRACE + {SHUTDOWN_MARGIN_S}s"
 
 
 def test_every_setting_in_env_example_and_compose(plain: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""Fixtures for the limits tests: a real redis-server, and one limiter per storage (memory, redis)."""
+"""Fixtures for the limits tests: a real redis-server, a real Sentinel set, and one limiter per storage
+(memory, redis, redis+sentinel)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from litellm_cloud.limits.storage.memory import MemoryStorage
 from litellm_cloud.limits.storage.redis import RedisStorage
 from litellm_cloud.observability import Metrics
 from tests.support import free_port, port_open
+
+from ._sentinel import SentinelSet
 
 
 def dead_redis_storage() -> RedisStorage:
@@ -84,15 +87,29 @@ class RecordingMetrics(Metrics):
         self.fallbacks.append(mode)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(scope="module")
+def sentinel_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
+    """A master, a replica and three sentinels (``_sentinel.py``), for the module."""
+    group = SentinelSet(tmp_path_factory.mktemp("sentinel")).start()
+    yield group
+    group.stop()
+
+
+@pytest.fixture(params=["memory", "redis", "sentinel"])
 def storage_factory(request: pytest.FixtureRequest) -> Iterator[Callable[[], Storage]]:
-    """Makes fresh storages of one kind; redis ones share the module's server, flushed first."""
+    """Makes fresh storages of one kind; redis ones share the module's server (or Sentinel-managed master),
+    flushed first."""
     if request.param == "memory":
         yield MemoryStorage
         return
-    server: RedisServer = request.getfixturevalue("redis_server")
     import redis
 
+    if request.param == "sentinel":
+        group: SentinelSet = request.getfixturevalue("sentinel_set")
+        redis.Redis(port=group.master_port).flushall()
+        yield lambda: RedisStorage.from_url(group.url())
+        return
+    server: RedisServer = request.getfixturevalue("redis_server")
     redis.Redis.from_url(server.url).flushall()
     yield lambda: RedisStorage.from_url(server.url)
 

@@ -17,11 +17,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..._errors import ConfigError
+from ..._redis import SCHEMES as REDIS_SCHEMES
 from ._base import Storage, StorageError
 
-#: Every storage URI scheme, and the module of this package whose storage serves it. ``Settings``
+#: Every storage URI scheme, and the module of this package whose storage serves it (the Redis ones are
+#: ``_redis.SCHEMES``: one server or a Sentinel set). ``Settings``
 #: checks ``HEARTCODE_LIMITS_STORAGE`` against it, so a URI the settings accept always has a storage.
-SCHEMES: Mapping[str, str] = {"memory": "memory", "redis": "redis", "rediss": "redis"}
+SCHEMES: Mapping[str, str] = {"memory": "memory", **{s.removesuffix("://"): "redis" for s in REDIS_SCHEMES}}
 
 
 def check_uri(uri: str, name: str = "limits storage") -> str:
@@ -29,8 +31,8 @@ def check_uri(uri: str, name: str = "limits storage") -> str:
     scheme, sep, _ = uri.partition("://")
     if not sep or scheme not in SCHEMES:
         raise ConfigError(
-            f"{name}={uri!r}: unknown scheme; use memory:// (one process) or redis://host:port/db "
-            "(shared by replicas)"
+            f"{name}={uri!r}: unknown scheme; use memory:// (one process), redis://host:port/db or "
+            "redis+sentinel://host:26379[,host:26379]/<service>[/db] (shared by replicas)"
         )
     return uri
 

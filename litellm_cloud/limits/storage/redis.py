@@ -1,4 +1,4 @@
-"""``redis://``: counters shared by every proxy replica, each operation one Lua script (atomic).
+"""``redis://`` or ``redis+sentinel://``: counters shared by every proxy replica, each operation one Lua script (atomic).
 
 Keys of one subject share a hash tag (``hc:lim:{subject}:...``) so the scripts also run on a Redis
 Cluster. Keys expire on their own: the minute's after two minutes idle, leases after their TTL, the day's
@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from ..._redis import async_client
 from .._types import WINDOW_MS, AdmitResult, Cost, Limits, RefusalReason, Usage
 from ._base import StorageError
 
@@ -61,11 +61,9 @@ class RedisStorage:
 
     @classmethod
     def from_url(cls, url: str) -> RedisStorage:
-        """A storage on ``url`` (query parameters such as ``socket_timeout`` override the defaults)."""
-        given = parse_qs(urlsplit(url).query)
-        kwargs: dict[str, Any] = {k: v for k, v in _DEFAULTS.items() if k not in given}
-        pool = aioredis.BlockingConnectionPool.from_url(url, timeout=POOL_WAIT_S, retry=_RETRY, **kwargs)
-        return cls(aioredis.Redis(connection_pool=pool))
+        """A storage on ``url``, one server or a Sentinel service (``_redis``); query parameters such as
+        ``socket_timeout`` override the defaults."""
+        return cls(async_client(url, blocking_timeout=POOL_WAIT_S, retry=_RETRY, **_DEFAULTS))
 
     @staticmethod
     def _keys(subject: str, day: int) -> list[str]:

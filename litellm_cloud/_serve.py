@@ -1,0 +1,90 @@
+"""The proxy process: LiteLLM's own CLI, with uvicorn told how long a shutdown may wait.
+
+On SIGTERM uvicorn stops accepting connections, lets the requests and streams in flight finish, and
+only after ``timeout_graceful_shutdown`` seconds cancels what is left; then the app's shutdown runs
+(limits settle as each request ends; the gateway's shutdown flushes traces). Without a timeout uvicorn would wait forever and
+the container runtime's SIGKILL would cut everything at once, so the grace is a setting
+(``HEARTCODE_SHUTDOWN_GRACE``) and compose's ``stop_grace_period`` is that plus ``SHUTDOWN_MARGIN_S``.
+LiteLLM's CLI has no flag for the timeout: this module gives it to every ``uvicorn.run`` call the CLI
+makes (workers included: they get the same ``Config``), then hands over to the CLI unchanged.
+
+Before uvicorn's own shutdown closes idle keep-alive connections, a drain (``DRAIN_S``) lets nginx retire
+them: ``install_drain`` wraps ``uvicorn.Server.shutdown``. The gateway installs it from inside each serving
+process (worker processes are spawned: nothing patched in this launcher reaches them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import socket
+import time
+from typing import Any
+
+from ._config import shutdown_grace
+
+#: Seconds the container runtime should allow beyond the grace: app shutdown and process exit.
+SHUTDOWN_MARGIN_S = 5
+#: Seconds a stopping proxy keeps serving its open keep-alive connections after it stops accepting:
+#: above nginx's upstream ``keepalive_timeout`` (4 s), so nginx, refused on connect, marks this proxy
+#: down and closes its idle connections itself. Closing them from here instead races with nginx
+#: sending a POST on one, which nginx then may not resend (a 502, seen in tests/deploy/test_restart.py).
+DRAIN_S = 6.0
+
+
+def main() -> None:
+    """Run ``litellm.proxy.proxy_cli`` (its arguments are this process's) with the shutdown grace."""
+    import uvicorn
+
+    grace = shutdown_grace(os.environ)
+    run = uvicorn.run
+
+    @functools.wraps(run)
+    def graceful_run(*args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("timeout_graceful_shutdown", grace)
+        run(*args, **kwargs)
+
+    uvicorn.run = graceful_run  # type: ignore[assignment]
+    from litellm.proxy.proxy_cli import run_server
+
+    run_server()
+
+
+
+_DRAIN_MARK = "_litellm_cloud_drain"
+
+
+def install_drain(grace: float) -> None:
+    """Make uvicorn's shutdown keep serving open connections up to ``DRAIN_S`` first (idempotent)."""
+    import uvicorn
+
+    shutdown = uvicorn.Server.shutdown
+    if getattr(shutdown, _DRAIN_MARK, False):
+        return
+
+    @functools.wraps(shutdown)
+    async def draining_shutdown(self: uvicorn.Server, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # stop accepting; connections already open keep being served
+        for sock in sockets or []:
+            sock.close()
+        # Every answer from now on says "connection: close", so each open connection ends after its next
+        # response instead of being closed idle under a request nginx is sending (which nginx may not
+        # resend: a POST). The main loop, which refreshes these headers, has stopped.
+        self.server_state.default_headers = [*self.server_state.default_headers, (b"connection", b"close")]
+        deadline = time.monotonic() + min(DRAIN_S, grace)
+        while self.server_state.connections and time.monotonic() < deadline and not self.force_exit:
+            for connection in list(self.server_state.connections):
+                cycle = getattr(connection, "cycle", None)
+                if cycle is not None and not cycle.response_complete:
+                    cycle.keep_alive = False  # in flight: close once its response is complete
+            await asyncio.sleep(0.05)
+        await shutdown(self, sockets)
+
+    setattr(draining_shutdown, _DRAIN_MARK, True)
+    uvicorn.Server.shutdown = draining_shutdown  # type: ignore[method-assign]
+
+
+if __name__ == "__main__":
+    main()
