@@ -1,7 +1,10 @@
 """Gateway metrics. The method names are the interface other parts call; label values stay bounded.
 
 Every metric lives in a per-instance ``CollectorRegistry`` (not prometheus_client's global one), so two
-gateways in one test process never share counters. Label values come from small closed sets: tiers from
+gateways in one test process never share counters. With several proxy workers (``HEARTCODE_WORKERS``),
+``litellm_cloud.proxy`` sets ``PROMETHEUS_MULTIPROC_DIR``: prometheus_client then keeps every value in a
+per-process file there (it decides once, at import), and ``render`` sums the files of the whole process
+group, so any worker's scrape gives the same totals. Label values come from small closed sets: tiers from
 ``tiers.yaml``, model groups and deployments (server names) from ``fleet.yaml``, outcome codes from the
 error tree. Anything else is folded into ``"other"``, so a client sending odd model names cannot blow up
 the number of series. User ids and keys are never labels.
@@ -17,11 +20,15 @@ Who records what:
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+#: prometheus_client's own switch to multiprocess mode (read when it is imported).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 OTHER = "other"
 #: Tier labels for requests without a customer identity.
@@ -86,8 +93,9 @@ def _outcome_codes() -> frozenset[str]:
 class Metrics:
     """The gateway's Prometheus metrics (one instance per process, built by the gateway)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, multiprocess_dir: str | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._multiprocess_dir = multiprocess_dir
         r = self.registry
         self._tier = _Label()
         self._group = _Label()
@@ -139,18 +147,20 @@ class Metrics:
             ["result"], registry=r,
         )  # fmt: skip
         self._langfuse_queue = Gauge(
-            "litellm_cloud_langfuse_queue_events", "Trace events waiting to be sent to Langfuse.", registry=r
-        )
+            "litellm_cloud_langfuse_queue_events", "Trace events waiting to be sent to Langfuse.", registry=r,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
         self._langfuse_enabled = Gauge(
-            "litellm_cloud_langfuse_enabled", "1 when traces are exported to Langfuse (both keys set).", registry=r
-        )
+            "litellm_cloud_langfuse_enabled", "1 when traces are exported to Langfuse (both keys set).", registry=r,
+            multiprocess_mode="max",
+        )  # fmt: skip
         for result in LANGFUSE_RESULTS:
             self._langfuse.labels(result)  # export zeros, so rate() works from the first scrape
 
     @classmethod
     def create(cls) -> Metrics:
-        """A fresh set of metrics in its own registry."""
-        return cls()
+        """A fresh set of metrics in its own registry; summed over the process group in multiprocess mode."""
+        return cls(multiprocess_dir=os.environ.get(MULTIPROC_ENV) or None)
 
     def set_known_labels(
         self, *, tiers: Iterable[str], model_groups: Iterable[str], deployments: Mapping[str, str]
@@ -162,7 +172,11 @@ class Metrics:
         self._deployment_group = dict(deployments)
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of every metric."""
+        """The Prometheus text exposition of every metric (of every worker, in multiprocess mode)."""
+        if self._multiprocess_dir:
+            group = CollectorRegistry()
+            multiprocess.MultiProcessCollector(group, path=self._multiprocess_dir)
+            return generate_latest(group)
         return generate_latest(self.registry)
 
     # auth
