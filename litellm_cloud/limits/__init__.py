@@ -18,6 +18,9 @@ from .storage import Storage, StorageError, storage_from_uri
 
 def build_limits_hook(settings: Settings, metrics: Metrics) -> LimitsHook:
     """The LiteLLM hook that admits, settles and reports limits, with the storage the settings name."""
+    from . import _keepalive
+
+    _keepalive.install()  # our headers on streams LiteLLM opens early for a keepalive
     limiter = Limiter(
         storage_from_uri(settings.limits_storage), metrics, on_storage_error=settings.limits_on_storage_error
     )

@@ -32,6 +32,7 @@ from .._errors import LimitError
 from ..identity import Identity
 from ..observability import Metrics
 from ..tiers import Tier, Tiers
+from . import _keepalive
 from ._types import Limits, Usage
 from .estimate import estimate_cost, prompt_tokens, text_tokens
 from .headers import limit_headers, rate_limit_headers
@@ -213,6 +214,9 @@ class LimitsHook(CustomLogger):
             if isinstance(decision.error, LimitError):
                 self._metrics.limiter_refusal(decision.error.code, tier.name)
             raise to_proxy_exception(decision.error)
+        usage = decision.ticket.usage if decision.ticket is not None else decision.usage
+        if usage is not None and data.get("stream") is True:
+            _keepalive.offer(rate_limit_headers(limits, usage))
         return None
 
     async def async_post_call_success_hook(self, data: dict, user_api_key_dict: UserAPIKeyAuth, response: Any) -> Any:
