@@ -8,7 +8,9 @@ prints it from ``FIELDS``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -76,6 +78,7 @@ FIELDS: tuple[Field, ...] = (
     Field("HEARTCODE_OTLP_HEADERS", "", "headers for HEARTCODE_OTLP_ENDPOINT, key=value,key2=value2 (secret)"),
     Field("HEARTCODE_METRICS_TOKEN", "", "Bearer token for /metrics; empty: master key only"),
     Field("HEARTCODE_SHUTDOWN_GRACE", "25", "seconds a stopping proxy lets requests and streams in flight finish"),
+    Field("HEARTCODE_WORKERS", "1", "proxy worker processes: a count, or auto (the CPUs this process may use); more than 1 needs redis:// limits and HEARTCODE_REDIS_URL"),
 )
 _DEFAULTS = {f.env: f.default for f in FIELDS}
 
@@ -101,6 +104,48 @@ def _number(env: Mapping[str, str], name: str, *, minimum: float = 0.0) -> float
     if value < minimum:
         raise ConfigError(f"{name}={raw!r}: must be at least {minimum:g}")
     return value
+
+
+def available_cpus() -> int:
+    """The CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota (containers)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def _workers(env: Mapping[str, str], cpus: Callable[[], int]) -> int:
+    raw = _get(env, "HEARTCODE_WORKERS").strip().lower()
+    if raw == "auto":
+        return cpus()
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"HEARTCODE_WORKERS={raw!r}: expected a count of at least 1, or auto")
+    return int(raw)
+
+
+def check_workers(workers: int, *, limits_storage: str, redis_url: str) -> None:
+    """Refuse settings that several workers would silently multiply (each worker counts alone)."""
+    if workers <= 1:
+        return
+    if limits_storage.startswith("memory://"):
+        raise ConfigError(
+            f"HEARTCODE_WORKERS={workers} with HEARTCODE_LIMITS_STORAGE={limits_storage!r}: each worker would "
+            f"count alone, multiplying every tier limit by {workers}; set HEARTCODE_LIMITS_STORAGE=redis://host:port/db "
+            "(shared by the workers) or HEARTCODE_WORKERS=1"
+        )
+    if not redis_url:
+        raise ConfigError(
+            f"HEARTCODE_WORKERS={workers} without HEARTCODE_REDIS_URL: a key revocation would reach one worker "
+            "only and the others would keep serving the key; set HEARTCODE_REDIS_URL=redis://host:port/db "
+            "or HEARTCODE_WORKERS=1"
+        )
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
@@ -140,6 +185,7 @@ class Settings:
     otlp_headers: Secret
     metrics_token: Secret
     shutdown_grace: float = 25.0
+    workers: int = 1
     base_dir: Path = field(default_factory=Path.cwd)
 
     def __post_init__(self) -> None:
@@ -162,8 +208,13 @@ class Settings:
         return self.langfuse_enabled or bool(self.otlp_endpoint)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], base_dir: Path | None = None) -> Settings:
-        """Build settings from ``env``; relative file paths resolve against ``base_dir`` (default cwd)."""
+    def from_env(
+        cls, env: Mapping[str, str], base_dir: Path | None = None, *, cpus: Callable[[], int] = available_cpus
+    ) -> Settings:
+        """Build settings from ``env``; relative file paths resolve against ``base_dir`` (default cwd).
+
+        ``cpus`` counts the CPUs ``HEARTCODE_WORKERS=auto`` stands for.
+        """
         base = base_dir or Path.cwd()
         backend_url = _get(env, "HEARTCODE_BACKEND_URL").rstrip("/")
         if not backend_url.startswith(("http://", "https://")):
@@ -182,6 +233,9 @@ class Settings:
             check_redis_url("HEARTCODE_LIMITS_STORAGE", storage)
         if _get(env, "HEARTCODE_REDIS_URL"):
             check_redis_url("HEARTCODE_REDIS_URL", _get(env, "HEARTCODE_REDIS_URL"))
+        workers = _workers(env, cpus)
+        redis_url = _get(env, "HEARTCODE_REDIS_URL")
+        check_workers(workers, limits_storage=storage, redis_url=redis_url)
         tiers = Tiers.load(base / _get(env, "HEARTCODE_TIERS_FILE"))
         fleet = load_manifest(base / _get(env, "HEARTCODE_FLEET_FILE"))
         return cls(
@@ -197,7 +251,7 @@ class Settings:
             limits_storage=storage,
             limits_on_storage_error=_choice(env, "HEARTCODE_LIMITS_ON_STORAGE_ERROR", ("closed", "open")),  # type: ignore[arg-type]
             limits_scope=_choice(env, "HEARTCODE_LIMITS_SCOPE", ("account", "key")),  # type: ignore[arg-type]
-            redis_url=_get(env, "HEARTCODE_REDIS_URL"),
+            redis_url=redis_url,
             master_key=Secret(_get(env, "LITELLM_MASTER_KEY")),
             langfuse_public_key=Secret(_get(env, "LANGFUSE_PUBLIC_KEY")),
             langfuse_secret_key=Secret(_get(env, "LANGFUSE_SECRET_KEY")),
@@ -206,5 +260,6 @@ class Settings:
             otlp_headers=Secret(_get(env, "HEARTCODE_OTLP_HEADERS")),
             metrics_token=Secret(_get(env, "HEARTCODE_METRICS_TOKEN")),
             shutdown_grace=shutdown_grace(env),
+            workers=workers,
             base_dir=base,
         )

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--home", type=Path, default=Path.cwd(), help="dir with custom_auth.py, tiers.yaml")
     proxy.add_argument("--host", default="0.0.0.0")
     proxy.add_argument("--port", type=int, default=4000)
-    proxy.add_argument("--workers", type=int, default=1)
+    proxy.add_argument("--workers", type=int, default=None, help="worker processes (default: HEARTCODE_WORKERS)")
     proxy.set_defaults(func=_proxy)
 
     settings = sub.add_parser("settings", help="list every setting with its default; validate the env")

@@ -25,7 +25,7 @@ import yaml
 
 from ._procs import ManagedProcess, StartCancelled
 from .fleet import Manifest, RenderOptions, load_manifest, render_text
-from .proxy import proxy_argv, proxy_env
+from .proxy import proxy_argv, proxy_env, worker_env
 
 DEFAULT_KEYS = Path("dev-keys.yaml")
 
@@ -81,13 +81,15 @@ class DevGateway:
 
 def start_dev(
     *, home: Path, port: int, host: str, keys_file: Path, env: Mapping[str, str], work_dir: Path,
-    cancel: Callable[[], bool] | None = None,
+    cancel: Callable[[], bool] | None = None, workers: int | None = None,
 ) -> DevGateway:
     """Start simulator, development backend (unless ``HEARTCODE_BACKEND_URL`` is set) and proxy.
 
     ``cancel()`` turning true while a child gets ready raises ``StartCancelled``; whatever was started
-    is stopped first.
+    is stopped first. ``workers`` > 1 needs ``HEARTCODE_LIMITS_STORAGE`` and ``HEARTCODE_REDIS_URL`` on a
+    Redis (``ConfigError`` otherwise, before anything starts).
     """  # fmt: skip
+    env, workers = worker_env(env, home=home, workers=workers)
     manifest = load_manifest(home / "fleet.yaml")
     names = [server.name for _, server in manifest.servers()]
     ports = _free_ports(len(names) + 2, "127.0.0.1")
@@ -123,7 +125,7 @@ def start_dev(
         proxy_environment = proxy_env({**env, "HEARTCODE_BACKEND_URL": backend_url, "LITELLM_MASTER_KEY": master_key})
         base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
         proxy = ManagedProcess(
-            "proxy", proxy_argv(config, host=host, port=port), log_dir=work_dir, env=proxy_environment, cwd=home,
+            "proxy", proxy_argv(config, host=host, port=port, workers=workers), log_dir=work_dir, env=proxy_environment, cwd=home,
             die_with_parent=True, ready=lambda: _http_ok(f"{base}/health/liveliness"), ready_timeout=120,
         )  # fmt: skip
         children.append(proxy.start(cancel))
@@ -191,7 +193,7 @@ def _handler(args: argparse.Namespace) -> int:
         try:
             gw = start_dev(
                 home=home, port=args.port, host=args.host, keys_file=args.keys, env=os.environ, work_dir=work_dir,
-                cancel=stop.is_set,
+                cancel=stop.is_set, workers=args.workers,
             )  # fmt: skip
         except StartCancelled:
             print("stopped while starting", file=sys.stderr)
@@ -218,5 +220,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     dev = sub.add_parser("dev", help="run the whole gateway locally on simulated GPUs")
     dev.add_argument("--port", type=int, default=4000)
     dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--workers", type=int, default=None, help="proxy workers (default: HEARTCODE_WORKERS; >1 needs Redis)")
     dev.add_argument("--keys", type=Path, default=DEFAULT_KEYS, help="keys file of the development backend")
     dev.set_defaults(func=_handler)

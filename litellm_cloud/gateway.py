@@ -40,8 +40,9 @@ from . import _litellm_compat, _serve
 from ._config import Settings
 from .auth import AccessHook, Auth, build_auth
 from .fleet.hook import FleetHook
-from .limits import LimitsHook, TierLimits, build_limits
+from .limits import LimitsHook, TierLimits, build_limits, install_keepalive_headers
 from .observability import Metrics, ObservabilityHook, build_observability_hook
+from .observability.metrics import MULTIPROC_ENV
 from .playground import playground_router
 
 log = logging.getLogger("litellm_cloud.gateway")
@@ -88,10 +89,12 @@ class Gateway:
         await asyncio.to_thread(self.observability_hook.close)
 
 
-def build_gateway(settings: Settings) -> Gateway:
-    """Wire the gateway's parts together from ``settings``."""
+def build_gateway(settings: Settings, *, metrics_dir: str | None = None) -> Gateway:
+    """Wire the gateway's parts together from ``settings``; ``metrics_dir`` is the process group's
+    multiprocess metrics directory when several workers serve (``proxy.worker_env`` sets it)."""
     _litellm_compat.install()
-    metrics = Metrics()
+    install_keepalive_headers()
+    metrics = Metrics(multiprocess_dir=metrics_dir)
     return Gateway(
         settings=settings,
         metrics=metrics,
@@ -105,7 +108,7 @@ def build_gateway(settings: Settings) -> Gateway:
 @functools.cache
 def gateway() -> Gateway:
     """The gateway of this process, built from ``os.environ`` on first call."""
-    built = build_gateway(Settings.from_env(os.environ))
+    built = build_gateway(Settings.from_env(os.environ), metrics_dir=os.environ.get(MULTIPROC_ENV) or None)
     from litellm.proxy.proxy_server import app  # the running proxy's app; imported only inside it
 
     built.mount(app)

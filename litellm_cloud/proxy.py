@@ -6,14 +6,22 @@ environment with ``proxy_env``. So the proxy that tests exercise is started exac
 
 The command is ``python -m litellm_cloud._serve ARGS``: LiteLLM's own proxy CLI (``run_server``) with a
 graceful-shutdown timeout (``HEARTCODE_SHUTDOWN_GRACE``); see ``_serve``.
+
+Workers: ``HEARTCODE_WORKERS`` (or ``--workers``) worker processes share the port. ``worker_env`` refuses
+settings that several workers would multiply (``memory://`` limits, revocation without Redis) and gives
+the process group one ``PROMETHEUS_MULTIPROC_DIR``, emptied at start, so ``/metrics`` sums every worker.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+
+from ._config import Settings
+from .observability.metrics import MULTIPROC_ENV
 
 #: Environment every proxy process gets (unless the caller already set the variable).
 PROXY_ENV_DEFAULTS: Mapping[str, str] = {
@@ -42,12 +50,34 @@ def proxy_argv(config: Path, *, host: str = "0.0.0.0", port: int = 4000, workers
     ]  # fmt: skip
 
 
-def exec_proxy(config: Path, *, home: Path, host: str, port: int, workers: int) -> None:
+def worker_env(env: Mapping[str, str], *, home: Path, workers: int | None = None) -> tuple[dict[str, str], int]:
+    """``env`` for a proxy of ``workers`` (default: ``HEARTCODE_WORKERS``) workers, and their count.
+
+    Validates the settings first (``ConfigError`` says what to change). With more than one worker, the
+    metrics directory is created (or, when ``PROMETHEUS_MULTIPROC_DIR`` is given, emptied of an earlier
+    run's files, which would otherwise be added to this run's totals).
+    """
+    out = dict(env)
+    if workers is not None:
+        out["HEARTCODE_WORKERS"] = str(workers)
+    count = Settings.from_env(out, base_dir=home).workers
+    out["HEARTCODE_WORKERS"] = str(count)  # "auto" resolved once, for every worker alike
+    if count > 1:
+        directory = Path(out.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="litellm-cloud-metrics-"))
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+        out[MULTIPROC_ENV] = str(directory)
+    return out, count
+
+
+def exec_proxy(config: Path, *, home: Path, host: str, port: int, workers: int | None = None) -> None:
     """Replace this process with the proxy; ``home`` holds custom_auth.py, tiers.yaml and fleet.yaml.
 
     ``python -m`` puts the working directory first on ``sys.path``, so running from ``home`` is what
     makes ``custom_auth`` importable for configs that live elsewhere (dev and test configs).
     """
+    env, count = worker_env(os.environ, home=home, workers=workers)
     os.chdir(home)
-    argv = proxy_argv(config.resolve(), host=host, port=port, workers=workers)
-    os.execve(sys.executable, argv, proxy_env(os.environ))
+    argv = proxy_argv(config.resolve(), host=host, port=port, workers=count)
+    os.execve(sys.executable, argv, proxy_env(env))

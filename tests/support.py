@@ -168,6 +168,7 @@ def start_proxy(
     *,
     port: int | None = None,
     ready_timeout: float = 90.0,
+    workers: int | None = None,
 ) -> tuple[ManagedProcess, str]:
     """Start the real LiteLLM proxy the way production does (``litellm-cloud proxy``); returns (process, base URL).
 
@@ -178,6 +179,8 @@ def start_proxy(
     full_env = {**os.environ, "LITELLM_MASTER_KEY": MASTER_KEY, **env}
     argv = [PYTHON, "-m", "litellm_cloud", "proxy", "--config", str(config), "--home", str(REPO),
             "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    if workers is not None:
+        argv += ["--workers", str(workers)]
     proc = ManagedProcess(
         name,
         argv,

@@ -38,6 +38,10 @@ class Group(_Strict):
     served_model: str = pydantic.Field(description="the model name the vLLM servers serve")
     timeout: float = pydantic.Field(gt=0, description="seconds for a whole non-streamed call")
     stream_timeout: float = pydantic.Field(gt=0, description="seconds a stream may wait for its next bytes")
+    keepalive_seconds: float = pydantic.Field(
+        default=15, ge=0, le=300,
+        description="chat streams: an SSE comment after this many silent seconds (0: none); LiteLLM's own setting",
+    )  # fmt: skip
     age_verified_only: bool = False
     # Content of an age-verified-only group stays out of traces unless the manifest says otherwise.
     redact_content: bool = pydantic.Field(

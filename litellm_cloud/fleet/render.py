@@ -41,6 +41,7 @@ class RenderOptions:
     cooldown_time: float | None = None
     health_check_interval: int | None = None
     routing_strategy: str | None = None
+    keepalive_seconds: float | None = None
 
 
 def _api_base(manifest: Manifest, deployment: str, server: Server, options: RenderOptions) -> str:
@@ -55,16 +56,24 @@ def _api_base(manifest: Manifest, deployment: str, server: Server, options: Rend
 def _model_entry(
     manifest: Manifest, deployment: str, group_name: str, group: Group, server: Server, options: RenderOptions
 ) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        # vLLM speaks the OpenAI API; the openai provider is LiteLLM's most direct path to it.
+        "model": f"openai/{group.served_model}",
+        "api_base": _api_base(manifest, deployment, server, options),
+        "api_key": "none",  # vLLM runs without --api-key on the private network
+        "timeout": options.timeout or group.timeout,
+        "stream_timeout": options.stream_timeout or group.stream_timeout,
+    }
+    if group.mode == "chat":
+        # While a stream waits for its first token (a long prompt on a busy GPU) or stalls, LiteLLM
+        # writes ": ping" comments so nginx and cloud load balancers (60 s idle) keep the connection.
+        # Every server of a group carries the same value: LiteLLM only trusts a value all agree on
+        # before it knows which server answers (docs/fleet.md).
+        keepalive = group.keepalive_seconds if options.keepalive_seconds is None else options.keepalive_seconds
+        params["keepalive_seconds"] = keepalive
     return {
         "model_name": group_name,
-        "litellm_params": {
-            # vLLM speaks the OpenAI API; the openai provider is LiteLLM's most direct path to it.
-            "model": f"openai/{group.served_model}",
-            "api_base": _api_base(manifest, deployment, server, options),
-            "api_key": "none",  # vLLM runs without --api-key on the private network
-            "timeout": options.timeout or group.timeout,
-            "stream_timeout": options.stream_timeout or group.stream_timeout,
-        },
+        "litellm_params": params,
         # Background health checks send one tiny request per server per interval, never /health's
         # fan-out of real completions on demand.
         "model_info": {"id": server.name, "gpu": server.gpu, "mode": group.mode, "health_check_max_tokens": 1},

@@ -37,6 +37,14 @@ class TierLimits:
     router: APIRouter
 
 
+def install_keepalive_headers() -> bool:
+    """The LiteLLM adaptation that keeps our headers and codes on streams it opens early for a keepalive
+    (installed once, by the gateway); True if active."""
+    from . import _keepalive
+
+    return _keepalive.install()
+
+
 def build_limits(settings: Settings, metrics: Metrics) -> TierLimits:
     """The limiter over the storage the settings name, its LiteLLM hook and its usage route."""
     from .usage import usage_router  # needs LiteLLM's proxy auth dependency: only where a proxy is built
@@ -62,5 +70,7 @@ __all__ = [
     "Usage",
     "build_limits",
     "estimate_cost",
+    "install_keepalive_headers",
+    "install_keepalive_headers",
     "storage_from_uri",
 ]

@@ -30,6 +30,7 @@ from .._edge import to_proxy_exception
 from .._errors import LimitError
 from .._litellm import GatewayHook, callback_metadata_dicts, identity_of, metadata_dicts, writable_metadata
 from ..observability import Metrics
+from . import _keepalive
 from ._types import Limits, Usage
 from .estimate import estimate_cost, prompt_tokens, text_tokens
 from .headers import limit_headers, rate_limit_headers
@@ -116,6 +117,9 @@ class LimitsHook(GatewayHook):
             if isinstance(decision.error, LimitError):
                 self._metrics.limiter_refusal(decision.error.code, tier.name)
             raise to_proxy_exception(decision.error)
+        usage = decision.ticket.usage if decision.ticket is not None else decision.usage
+        if usage is not None and data.get("stream") is True:
+            _keepalive.offer(rate_limit_headers(limits, usage))
         return None
 
     async def async_post_call_success_hook(self, data: dict, user_api_key_dict: UserAPIKeyAuth, response: Any) -> Any:

@@ -1,7 +1,10 @@
 """Gateway metrics. The method names are the interface other parts call; label values stay bounded.
 
 Every metric lives in a per-instance ``CollectorRegistry`` (not prometheus_client's global one), so two
-gateways in one test process never share counters. Label values come from small closed sets: tiers from
+gateways in one test process never share counters. With several proxy workers (``HEARTCODE_WORKERS``),
+``litellm_cloud.proxy`` sets ``PROMETHEUS_MULTIPROC_DIR``: prometheus_client then keeps every value in a
+per-process file there (it decides once, at import), and ``render`` sums the files of the whole process
+group, so any worker's scrape gives the same totals. Label values come from small closed sets: tiers from
 ``tiers.yaml``, model groups and deployments (server names) from ``fleet.yaml``, outcome codes from the
 error tree. Anything else is folded into ``"other"``, so a client sending odd model names cannot blow up
 the number of series. User ids and keys are never labels.
@@ -21,7 +24,10 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+#: prometheus_client's own switch to multiprocess mode (read when it is imported).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 OTHER = "other"
 #: Tier labels for requests without a customer identity.
@@ -88,8 +94,9 @@ def _outcome_codes() -> frozenset[str]:
 class Metrics:
     """The gateway's Prometheus metrics (one instance per process, built by the gateway)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, multiprocess_dir: str | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._multiprocess_dir = multiprocess_dir
         r = self.registry
         self._tier = _Label()
         self._group = _Label()
@@ -142,11 +149,13 @@ class Metrics:
             ["result", "target"], registry=r,
         )  # fmt: skip
         self._langfuse_queue = Gauge(
-            "litellm_cloud_langfuse_queue_events", "Trace spans waiting to be sent, by target.", ["target"], registry=r
-        )
+            "litellm_cloud_langfuse_queue_events", "Trace spans waiting to be sent, by target.", ["target"], registry=r,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
         self._langfuse_enabled = Gauge(
-            "litellm_cloud_langfuse_enabled", "1 when traces are exported to Langfuse (both keys set).", registry=r
-        )
+            "litellm_cloud_langfuse_enabled", "1 when traces are exported to Langfuse (both keys set).", registry=r,
+            multiprocess_mode="max",
+        )  # fmt: skip
         for result in LANGFUSE_RESULTS:
             self._langfuse.labels(result, "langfuse")  # export zeros, so rate() works from the first scrape
         self._langfuse_queue.labels("langfuse").set(0)
@@ -161,7 +170,11 @@ class Metrics:
         self._deployment_group = dict(deployments)
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of every metric."""
+        """The Prometheus text exposition of every metric (of every worker, in multiprocess mode)."""
+        if self._multiprocess_dir:
+            group = CollectorRegistry()
+            multiprocess.MultiProcessCollector(group, path=self._multiprocess_dir)
+            return generate_latest(group)
         return generate_latest(self.registry)
 
     # auth

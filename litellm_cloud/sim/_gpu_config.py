@@ -53,6 +53,8 @@ class SimServer:
     """Sent as ``Retry-After`` on 429s in busy mode; None sends no header."""
     fault_after_tokens: int = 0
     """In hang and crash modes, a stream first sends this many tokens."""
+    hold_headers: bool = False
+    """Streams: send the response headers with the first token, not at once (servers that withhold them)."""
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or not self.name.isprintable() or " " in self.name:
@@ -81,6 +83,7 @@ class Faults:
     tokens_per_s: float = 500.0
     retry_after_s: float | None = None
     fault_after_tokens: int = 0
+    hold_headers: bool = False
 
 
 def _number(name: str, value: Any, low: float, high: float = math.inf) -> None:
@@ -102,6 +105,8 @@ def _check_faults(values: Mapping[str, Any]) -> None:
         value = values["fault_after_tokens"]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"'fault_after_tokens' must be an integer >= 0, got {value!r}")
+    if "hold_headers" in values and not isinstance(values["hold_headers"], bool):
+        raise ValueError(f"'hold_headers' must be true or false, got {values['hold_headers']!r}")
 
 
 CONTROL_KEYS = frozenset(f.name for f in fields(Faults)) | {"reset_stats"}

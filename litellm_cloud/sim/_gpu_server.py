@@ -265,11 +265,15 @@ class SimServerState:
         n = len(tokens)
         sent = 0
         try:
-            conn.start_stream()
+            held = faults.hold_headers
+            if not held:
+                conn.start_stream()
             ttft = faults.ttft_ms / 1000
             t0 = loop.time() + ttft  # when token 0 is due
             if ttft > 0:
                 await asyncio.sleep(ttft)
+            if held:
+                conn.start_stream()
             events = [chunks.role()]
             while sent < n:
                 if faults.mode in _STOPPING and sent >= faults.fault_after_tokens:

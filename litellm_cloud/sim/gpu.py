@@ -5,7 +5,7 @@ Every server speaks vLLM's OpenAI API (``POST /v1/chat/completions`` plain and S
 name in the reply text and in an ``x-sim-server`` header, and has two simulator routes::
 
     POST /sim/control  {"mode": "ok|error|hang|busy|crash|down", "error_rate": 0.1, "ttft_ms": 5,
-                        "tokens_per_s": 500, "retry_after_s": 1, "fault_after_tokens": 3,
+                        "tokens_per_s": 500, "retry_after_s": 1, "fault_after_tokens": 3, "hold_headers": false,
                         "reset_stats": true}          (every key optional)
     GET  /sim/stats    faults, connections, token totals, and request counts by endpoint (chat,
                        embeddings, models, health) and outcome (ok, bad_request, error, busy, hang,

@@ -40,6 +40,9 @@ def test_secrets_never_show() -> None:
         ({"HEARTCODE_TIERS_FILE": "missing.yaml"}, "cannot read"),
         ({"HEARTCODE_LIMITS_STORAGE": "redis+sentinel://s1:26379"}, "HEARTCODE_LIMITS_STORAGE: .*<service>"),
         ({"HEARTCODE_REDIS_URL": "sentinel://s1:26379/svc"}, "HEARTCODE_REDIS_URL=.*unknown scheme"),
+        ({"HEARTCODE_WORKERS": "0"}, "expected a count of at least 1, or auto"),
+        ({"HEARTCODE_WORKERS": "2"}, "count alone, multiplying every tier limit by 2"),
+        ({"HEARTCODE_WORKERS": "2", "HEARTCODE_LIMITS_STORAGE": "redis://r:6379/0"}, "revocation would reach one worker"),
     ],
 )
 def test_bad_settings_say_what_to_fix(env: dict[str, str], message: str) -> None:
@@ -64,3 +67,9 @@ def test_every_field_is_read() -> None:
     source = (REPO / "litellm_cloud" / "_config.py").read_text()
     for f in FIELDS:
         assert source.count(f'"{f.env}"') >= 2, f"{f.env} is documented but never read"
+
+
+def test_workers_auto_is_the_cpus_and_one_worker_needs_no_redis() -> None:
+    shared = {"HEARTCODE_LIMITS_STORAGE": "redis://r:6379/0", "HEARTCODE_REDIS_URL": "redis://r:6379/0"}
+    assert Settings.from_env({**shared, "HEARTCODE_WORKERS": "auto"}, base_dir=REPO, cpus=lambda: 3).workers == 3
+    assert Settings.from_env({}, base_dir=REPO).workers == 1  # memory:// is fine for one worker

@@ -35,6 +35,7 @@ DOCKERFILE = REPO / "Dockerfile"
 DEPLOYMENT_DEFAULTS = {
     "HEARTCODE_LIMITS_STORAGE": "redis://redis:6379/0",  # counters survive restarts, shared by replicas
     "HEARTCODE_REDIS_URL": "redis://redis:6379/0",  # revocations reach every replica
+    "HEARTCODE_WORKERS": "auto",  # one worker per CPU of the container
 }
 #: Operator-provided paths that are mounted but not in the repo (gitignored; docs/operations.md).
 OPERATOR_PATHS = {REPO / "certs"}
@@ -173,8 +174,9 @@ def test_container_runs_what_the_tests_run(plain: dict[str, Any]) -> None:
     # container's config, address and port.
     args = build_parser().parse_args(argv[1:])
     assert args.command == "proxy" and args.func.__name__ == "_proxy"
-    assert (args.config, args.host, args.port, args.workers) == (Path("/app/config.yaml"), "0.0.0.0", 4000, 1)
-    assert proxy_argv(args.config, host=args.host, port=args.port, workers=args.workers)[2:] == [
+    # No --workers: the count comes from HEARTCODE_WORKERS (compose: auto, the container's CPUs).
+    assert (args.config, args.host, args.port, args.workers) == (Path("/app/config.yaml"), "0.0.0.0", 4000, None)
+    assert proxy_argv(args.config, host=args.host, port=args.port, workers=1)[2:] == [
         "litellm_cloud._serve", "--config", "/app/config.yaml", "--host", "0.0.0.0", "--port", "4000",
         "--num_workers", "1"]
     # /app/config.yaml is a rendered config of the repo; /app is the home (working dir) with custom_auth.py.

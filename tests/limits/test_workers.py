@@ -1,0 +1,129 @@
+"""Several proxy workers behind one port: limits stay exact and ``/metrics`` sums the process group.
+
+One proxy with ``--workers 2`` on a real redis-server, the simulator and the development key backend,
+started once for the module. Every request goes over a new connection, so the kernel spreads them
+over both workers (the auth cache counts one backend miss per worker that served the key, which is how
+the test sends until both did). ``memory://`` limits with several workers are refused before anything starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import yaml
+
+from tests.support import MASTER_KEY, REPO, SimFleet, render_test_config, start_backend, start_proxy, wait_until
+
+from .conftest import RedisServer
+
+GROUPS = ["heartcode-chat-sfw", "heartcode-chat-nsfw", "heartcode-embed"]
+KEY = "hc-sk-workers-rpm-000000000001"
+RPM = 10
+REQUESTS = 30
+
+
+@dataclass
+class Proxy:
+    base: str
+
+    def scrape(self) -> str:
+        with httpx.Client(timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+            r = client.get(self.base + "/metrics", headers={"Authorization": f"Bearer {MASTER_KEY}"})
+        assert r.status_code == 200, r.text
+        return r.text
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    log_dir = tmp_path_factory.mktemp("workers")
+    tiers = log_dir / "tiers.yaml"
+    tiers.write_text(yaml.safe_dump({"tiers": {"rpm10": {
+        "rpm": RPM, "tpm": 1_000_000, "daily_tokens": 10_000_000, "max_parallel": 100, "model_groups": GROUPS}}}))  # fmt: skip
+    redis = RedisServer(log_dir).start()
+    procs: list[object] = [redis]
+    try:
+        sim = SimFleet(log_dir).start()
+        procs.append(sim)
+        backend, backend_url = start_backend(log_dir, [{"key": KEY, "user_id": "u-w", "key_id": "w1", "tier": "rpm10"}])
+        procs.append(backend)
+        config = render_test_config(log_dir / "config.yaml", sim.endpoints)
+        env = {"HEARTCODE_BACKEND_URL": backend_url, "HEARTCODE_TIERS_FILE": str(tiers),
+               "HEARTCODE_LIMITS_STORAGE": redis.url, "HEARTCODE_REDIS_URL": redis.url}  # fmt: skip
+        # Two workers import LiteLLM at once: on a loaded 2-core machine that takes a while.
+        proc, base = start_proxy("proxy", config, log_dir, env, workers=2, ready_timeout=240)
+        procs.append(proc)
+        yield Proxy(base)
+    finally:
+        for p in reversed(procs):
+            p.stop()  # type: ignore[attr-defined]
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
+        if m and all(f'{k}="{v}"' in m.group(1) for k, v in labels.items()):
+            total += float(m.group(2))
+    return total
+
+
+def _requests(base: str, n: int, wave: int = 3) -> list[int]:
+    """``n`` chat completions in waves of ``wave`` at once, each on a connection of its own.
+
+    Waves, not one burst: a worker woken by a burst accepts every pending connection itself.
+    """
+
+    async def run() -> list[int]:
+        statuses: list[int] = []
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+            body = {"model": "heartcode-chat-sfw", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+            headers = {"Authorization": f"Bearer {KEY}"}
+            for start in range(0, n, wave):
+                replies = await asyncio.gather(*(
+                    client.post(base + "/v1/chat/completions", json=body, headers=headers)
+                    for _ in range(min(wave, n - start))))  # fmt: skip
+                statuses += [r.status_code for r in replies]
+        return statuses
+
+    return asyncio.run(run())
+
+
+def test_limits_are_exact_across_workers_and_metrics_sum_them(proxy: Proxy) -> None:
+    # Waves until both workers have served the key (one backend miss per worker; a loaded worker can
+    # accept every connection of a wave itself), and at least REQUESTS requests.
+    statuses: list[int] = []
+    while len(statuses) < REQUESTS or _sample(proxy.scrape(), "litellm_cloud_auth_cache_total", result="miss") < 2:
+        assert len(statuses) < 20 * REQUESTS, "one worker served every request"
+        statuses += _requests(proxy.base, 3)
+    sent = len(statuses)
+    assert statuses.count(200) == RPM and statuses.count(429) == sent - RPM, statuses
+
+    def finished() -> float:
+        return _sample(proxy.scrape(), "litellm_cloud_requests_total", tier="rpm10")
+
+    wait_until(lambda: finished() == sent, 15, f"/metrics to count {sent} finished requests")
+    scrapes = [proxy.scrape() for _ in range(6)]
+    for text in scrapes:
+        assert _sample(text, "litellm_cloud_requests_total", tier="rpm10", code="ok") == RPM
+        assert _sample(text, "litellm_cloud_requests_total", tier="rpm10", code="rate_limited") == sent - RPM
+        assert _sample(text, "litellm_cloud_limiter_refusals_total", kind="rate_limited") == sent - RPM
+        assert _sample(text, "litellm_cloud_auth_cache_total", result="miss") == 2  # both workers, summed
+
+
+def test_memory_limits_with_several_workers_are_refused_at_start(tmp_path: object) -> None:
+    env = {"PATH": "/usr/bin:/bin", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HEARTCODE_LIMITS_STORAGE": "memory://",
+           "HEARTCODE_REDIS_URL": "redis://127.0.0.1:1/0"}  # fmt: skip
+    argv = [sys.executable, "-m", "litellm_cloud", "proxy", "--config", str(REPO / "config-local.yaml"),
+            "--home", str(REPO), "--port", "1", "--workers", "2"]  # fmt: skip
+    done = subprocess.run(argv, check=False, env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "HEARTCODE_WORKERS=2 with HEARTCODE_LIMITS_STORAGE='memory://'" in done.stderr
+    assert "multiplying every tier limit by 2" in done.stderr and "redis://" in done.stderr
