@@ -19,6 +19,8 @@ Every refusal a client can see is a ``GatewayError`` with a stable ``code`` and 
     ├── LimiterUnavailable            503 limiter_unavailable
     ├── ModelUnavailable              503 model_unavailable
     └── BadRequest                    400 invalid_request
+        ├── ContextLengthExceeded     400 context_length_exceeded
+        └── RequestTooLarge           413 request_too_large
 
 ``ConfigError`` is apart: it never reaches a client, it stops a process at start-up with a message that
 says what to fix. Conversion to an HTTP answer happens only at the LiteLLM edge (``to_openai``).
@@ -155,3 +157,16 @@ class BadRequest(GatewayError):
     code = "invalid_request"
     status = 400
     type = "invalid_request_error"
+
+
+class ContextLengthExceeded(BadRequest):
+    """The prompt and the completion asked for do not fit the model's context (the GPU server said so)."""
+
+    code = "context_length_exceeded"
+
+
+class RequestTooLarge(BadRequest):
+    """The body is over the gateway's size limit (the same code nginx answers with)."""
+
+    code = "request_too_large"
+    status = 413

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter
 from litellm.integrations.custom_logger import CustomLogger
 
+from . import front
 from ._config import Settings
 from .auth import Auth, build_auth
 from .fleet.hook import FleetHook
@@ -40,9 +41,11 @@ class Gateway:
         return [r for r in (getattr(p, "router", None) for p in parts) if isinstance(r, APIRouter)]
 
     def mount(self, app: object) -> None:
-        """Put our routes first in LiteLLM's FastAPI app, ahead of its catch-all routes."""
+        """Put our routes first in LiteLLM's FastAPI app, ahead of its catch-all routes, and the front
+        (body guard, header filter, refusal log) around it."""
         routes = [route for router in self.routers() for route in router.routes]
         app.router.routes[0:0] = routes  # type: ignore[attr-defined]
+        front.install(app)
 
 
 def build_gateway(settings: Settings) -> Gateway:

@@ -55,16 +55,21 @@ def _api_base(manifest: Manifest, deployment: str, server: Server, options: Rend
 def _model_entry(
     manifest: Manifest, deployment: str, group_name: str, group: Group, server: Server, options: RenderOptions
 ) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        # vLLM speaks the OpenAI API; the openai provider is LiteLLM's most direct path to it.
+        "model": f"openai/{group.served_model}",
+        "api_base": _api_base(manifest, deployment, server, options),
+        "api_key": "none",  # vLLM runs without --api-key on the private network
+        "timeout": options.timeout or group.timeout,
+        "stream_timeout": options.stream_timeout or group.stream_timeout,
+    }
+    if group.mode == "chat":
+        # /v1/responses reaches the GPU as a chat completion (LiteLLM's bridge), not as vLLM's own partial
+        # Responses API: one upstream path, validated like chat (docs/fleet.md).
+        params["use_chat_completions_api"] = True
     return {
         "model_name": group_name,
-        "litellm_params": {
-            # vLLM speaks the OpenAI API; the openai provider is LiteLLM's most direct path to it.
-            "model": f"openai/{group.served_model}",
-            "api_base": _api_base(manifest, deployment, server, options),
-            "api_key": "none",  # vLLM runs without --api-key on the private network
-            "timeout": options.timeout or group.timeout,
-            "stream_timeout": options.stream_timeout or group.stream_timeout,
-        },
+        "litellm_params": params,
         # Background health checks send one tiny request per server per interval, never /health's
         # fan-out of real completions on demand.
         "model_info": {"id": server.name, "gpu": server.gpu, "mode": group.mode, "health_check_max_tokens": 1},

@@ -34,6 +34,11 @@ def _content(content: Any, i: int) -> None:
             raise BadRequest(f"'messages[{i}].content' text parts need a string 'text'.")
 
 
+def _stream(data: Mapping[str, Any]) -> None:
+    if "stream" in data and not isinstance(data["stream"], bool):
+        raise BadRequest("'stream' must be true or false.")
+
+
 def validate_request(call_type: str, data: Mapping[str, Any]) -> None:
     """Raise ``BadRequest`` when ``data`` cannot be a valid ``call_type`` request."""
     if not isinstance(data.get("model"), str) or not data["model"]:
@@ -48,8 +53,19 @@ def validate_request(call_type: str, data: Mapping[str, Any]) -> None:
             _content(message.get("content"), i)
         _positive_int(data, "max_tokens")
         _positive_int(data, "max_completion_tokens")
-        if "stream" in data and not isinstance(data["stream"], bool):
-            raise BadRequest("'stream' must be true or false.")
+        _stream(data)
+    elif call_type in ("text_completion", "atext_completion"):
+        prompt = data.get("prompt")
+        if not (isinstance(prompt, str) or (isinstance(prompt, list) and prompt)):
+            raise BadRequest("'prompt' must be a string or a non-empty array.")
+        _positive_int(data, "max_tokens")
+        _stream(data)
+    elif call_type in ("responses", "aresponses"):
+        given = data.get("input")
+        if not (isinstance(given, str) or (isinstance(given, list) and given and all(isinstance(i, Mapping) for i in given))):
+            raise BadRequest("'input' must be a string or a non-empty array of input items.")
+        _positive_int(data, "max_output_tokens")
+        _stream(data)
     elif call_type in ("embeddings", "aembedding"):
         given = data.get("input")
         ok = isinstance(given, str) or (
