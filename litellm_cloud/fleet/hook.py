@@ -112,7 +112,9 @@ class FleetHook(CustomLogger):
         self, user_api_key_dict: UserAPIKeyAuth, cache: object, data: dict, call_type: str
     ) -> dict:
         try:
-            validate_request(call_type, data)
+            group = self._manifest.resolve(str(data.get("model") or ""))
+            mode = self._manifest.groups[group].mode if group is not None else None
+            validate_request(str(call_type), data, mode)
         except BadRequest as err:
             raise to_proxy_exception(err) from None
         return data

@@ -39,10 +39,27 @@ def _stream(data: Mapping[str, Any]) -> None:
         raise BadRequest("'stream' must be true or false.")
 
 
-def validate_request(call_type: str, data: Mapping[str, Any]) -> None:
-    """Raise ``BadRequest`` when ``data`` cannot be a valid ``call_type`` request."""
+#: The model-group mode each call type needs: a chat server has no embeddings route and an embedding
+#: server no completions, and the 404 an upstream answers for a missing route cools that server down.
+_MODE = {"completion": "chat", "acompletion": "chat", "text_completion": "chat", "atext_completion": "chat",
+         "responses": "chat", "aresponses": "chat", "embeddings": "embedding", "aembedding": "embedding"}  # fmt: skip
+#: Fields of another API that LiteLLM passes on as its own arguments (``"messages"`` on /v1/completions
+#: is a ``TypeError`` inside LiteLLM, retried and reported as a connection error: a fleet outage).
+_FOREIGN = {"text_completion": ("messages",), "atext_completion": ("messages",), "responses": ("messages",),
+            "aresponses": ("messages",), "embeddings": ("messages",), "aembedding": ("messages",)}  # fmt: skip
+
+
+def validate_request(call_type: str, data: Mapping[str, Any], mode: str | None = None) -> None:
+    """Raise ``BadRequest`` when ``data`` cannot be a valid ``call_type`` request to a group of ``mode``."""
     if not isinstance(data.get("model"), str) or not data["model"]:
         raise BadRequest("'model' is required and must be a string.")
+    wanted = _MODE.get(call_type)
+    if mode is not None and wanted is not None and mode != wanted:
+        route = "/v1/embeddings" if mode == "embedding" else "/v1/chat/completions, /v1/completions or /v1/responses"
+        raise BadRequest(f"The model '{data['model'][:100]}' is {'an embedding' if mode == 'embedding' else 'a chat'} model; use {route}.")
+    foreign = [f for f in _FOREIGN.get(call_type, ()) if f in data]
+    if foreign:
+        raise BadRequest(f"This route does not take {', '.join(repr(f) for f in foreign)}.")
     if call_type in ("completion", "acompletion"):
         messages = data.get("messages")
         if not isinstance(messages, list) or not messages:

@@ -8,7 +8,10 @@ two ERROR tracebacks, with or without a key (measured on 1.103.7). The guard rea
 is handed on unchanged, with ``Content-Type: application/json`` (LiteLLM would read a form body).
 
 Refused: a body that is not UTF-8, not JSON (``NaN`` and ``Infinity`` included, which are not JSON),
-nested deeper than the parser allows, not an object, or sent compressed (``Content-Encoding``).
+nested deeper than the parser allows, not an object, sent compressed (``Content-Encoding``), with a
+``model`` that is not a string (LiteLLM's pre-auth checks call ``model.split``: a 500), or without the
+route's main field (``REQUIRED_FIELD``), or with a field LiteLLM handles itself of the wrong JSON type
+(``FIELD_TYPES``). The last three were found by tests/api/test_fuzz.py.
 """
 
 from __future__ import annotations
@@ -44,6 +47,30 @@ GUARDED_PATHS = frozenset(
 )
 
 
+#: The field each route cannot do without. LiteLLM's ``/v1/completions`` handler reads ``data["prompt"]``
+#: before any hook runs (a ``KeyError``: 500); the others are checked here too, for one answer everywhere.
+REQUIRED_FIELD = {
+    **dict.fromkeys(("/v1/chat/completions", "/chat/completions"), "messages"),
+    **dict.fromkeys(("/v1/completions", "/completions"), "prompt"),
+    **dict.fromkeys(("/v1/embeddings", "/embeddings", "/v1/responses", "/responses"), "input"),
+}
+
+
+#: Fields LiteLLM reads (iterates, indexes) before or around our hooks, with the JSON type they must
+#: have. ``"tools": 1`` next to a refused field is a ``TypeError`` in LiteLLM's failure logging, a 500
+#: and a reset connection (found by tests/api/test_fuzz.py).
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "messages": (list,),
+    "tools": (list,),
+    "functions": (list,),
+    "metadata": (dict,),
+    "litellm_metadata": (dict,),
+    "stream_options": (dict,),
+    "web_search_options": (dict,),
+    "tool_choice": (str, dict),
+}
+
+
 class _Disconnected(Exception):
     """The client left before its body arrived."""
 
@@ -52,8 +79,8 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def check_body(body: bytes) -> None:
-    """Raise ``BadRequest`` unless ``body`` is one UTF-8 JSON object."""
+def check_body(body: bytes, path: str = "") -> None:
+    """Raise ``BadRequest`` unless ``body`` is one UTF-8 JSON object fit for ``path``."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -68,10 +95,20 @@ def check_body(body: bytes) -> None:
         raise BadRequest(f"The request body is not valid JSON ({str(exc)[:120]}).") from None
     if not isinstance(data, dict):
         raise BadRequest(f"The request body must be a JSON object, not {_kind(data)}.")
+    if "model" in data and not isinstance(data["model"], str):
+        # LiteLLM's pre-auth body checks call model.split(): a non-string model is a 500 there.
+        raise BadRequest(f"'model' must be a string, not {_kind(data['model'])}.")
+    for name, types in FIELD_TYPES.items():
+        if data.get(name) is not None and not isinstance(data[name], types):
+            raise BadRequest(f"'{name}' must be {' or '.join(_kind(t()) for t in types)}, not {_kind(data[name])}.")
+    required = REQUIRED_FIELD.get(path)
+    if required is not None and required not in data:
+        raise BadRequest(f"The request needs '{required}'.")
 
 
 def _kind(value: object) -> str:
-    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
+    kinds = {list: "an array", dict: "an object", str: "a string", bool: "a boolean", type(None): "null"}
+    return kinds.get(type(value), "a number")
 
 
 class BodyGuard:
@@ -88,7 +125,7 @@ class BodyGuard:
             return
         try:
             body = await self._read(scope, receive)
-            check_body(body)
+            check_body(body, scope["path"])
         except _Disconnected:
             return
         except GatewayError as err:

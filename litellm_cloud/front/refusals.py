@@ -18,6 +18,7 @@ import json
 import logging
 from typing import Any
 
+from ..auth.hook import litellm_refusal
 from ..identity import key_hash
 from .body import ASGIApp, Message, Receive, Scope, Send
 
@@ -105,6 +106,8 @@ def client_status(exc: object) -> int | None:
 
 
 def _is_client_error(exc: object) -> bool:
+    if isinstance(exc, BaseException) and litellm_refusal(exc) is not None:
+        return True  # LiteLLM's "Rejected Request" ValueError: our 400 (auth/hook.py)
     status = client_status(exc)
     return status is not None and 400 <= status < 500
 
