@@ -6,7 +6,7 @@ gate, limits, an upstream 400) through ``log_llm_api_exception`` (``common_reque
 the latter with the upstream's whole error text, tens of lines. A client could fill the logs at will.
 
 - ``RefusalLog`` (ASGI, outermost) writes the one line: ``refused 429 rate_limited POST /v1/chat/completions
-  key-1a2b3c4d5e6f call=<x-litellm-call-id>`` at WARNING for a 4xx, at ERROR for a 5xx (whose traceback
+  key-1a2b3c4d5e6f rid=<x-request-id>`` at WARNING for a 4xx, at ERROR for a 5xx (whose traceback
   LiteLLM logs, once). The key is named by its hash only.
 - ``ClientErrorFilter``, installed on LiteLLM's loggers by ``quiet_litellm_refusals``, drops a record
   whose exception (an argument, or ``exc_info``) carries a 4xx status. Server errors pass untouched.
@@ -72,7 +72,7 @@ class RefusalLog:
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 for key, value in message.get("headers", []):
-                    if key.lower() == b"x-litellm-call-id":
+                    if key.lower() == b"x-request-id":
                         call_id = bytes(value).decode("latin-1")[:64]
             elif message["type"] == "http.response.body" and status >= 400:
                 if len(body) < _BODY_LIMIT:
@@ -87,7 +87,7 @@ class RefusalLog:
     def _log(scope: Scope, status: int, code: str, call_id: str) -> None:
         level = logging.ERROR if status >= 500 else logging.WARNING
         path = str(scope.get("path", ""))[:100].encode("unicode_escape").decode("ascii")
-        log.log(level, "refused %d %s %s %s %s call=%s", status, code, scope.get("method", "-"), path,
+        log.log(level, "refused %d %s %s %s %s rid=%s", status, code, scope.get("method", "-"), path,
                 caller(scope), call_id or "-")  # fmt: skip
 
 
