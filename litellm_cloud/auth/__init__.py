@@ -69,7 +69,7 @@ def build_auth(settings: Settings, metrics: Metrics, *, backend: KeyBackend | No
         revocations.start()
     master = MasterKey(settings.master_key)
     router = build_admin_router(revocations, master)
-    router.include_router(model_router(gate, settings.fleet))
+    router.routes.extend(model_router(gate, settings.fleet).routes)
     return Auth(
         user_api_key_auth=make_auth_function(authenticator, gate, master, on_call=revocations.start),
         access_hook=AccessHook(gate),

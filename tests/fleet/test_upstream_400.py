@@ -57,7 +57,7 @@ def test_fifty_upstream_400s_leave_every_server_in_rotation(gateway: tuple[SimFl
         hits = {name: after[name] - before[name] for name in after}
         print(f"\nupstream hits per server for 50 refused requests: {hits}")
         assert sum(hits.values()) == 50  # each reached one server, once: no retry on another
-        assert set(n for n, h in hits.items() if h) <= set(SFW)
+        assert {n for n, h in hits.items() if h} <= set(SFW)
         # Every server still takes requests: none was cooled down by the client's mistakes.
         served = {client.post("/v1/chat/completions", json=chat("heartcode-default", max_tokens=2)).headers["x-litellm-model-id"]
                   for _ in range(40)}  # fmt: skip
