@@ -104,6 +104,21 @@ def check_body(body: bytes, path: str = "") -> None:
     required = REQUIRED_FIELD.get(path)
     if required is not None and required not in data:
         raise BadRequest(f"The request needs '{required}'.")
+    if required == "input" and "embeddings" in path:
+        _embeddings_input(data["input"])
+
+
+def _embeddings_input(given: object) -> None:
+    # LiteLLM's embeddings handler indexes into token lists before any hook: ``[[]]`` is an IndexError.
+    if isinstance(given, str):
+        return
+    if not isinstance(given, list) or not given:
+        raise BadRequest("'input' must be a string or a non-empty array.")
+    for item in given:
+        if isinstance(item, list) and not item:
+            raise BadRequest("'input' token arrays must not be empty.")
+        if not isinstance(item, str | int | list) or isinstance(item, bool):
+            raise BadRequest("'input' items must be strings, token ids or token arrays.")
 
 
 def _kind(value: object) -> str:
