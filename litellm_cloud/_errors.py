@@ -23,6 +23,8 @@ class of this module is drawn here and exported by ``litellm_cloud`` (bases too,
         ├── LimiterUnavailable        503 limiter_unavailable
         ├── ModelUnavailable          503 model_unavailable
         └── BadRequest                400 invalid_request
+            ├── ContextLengthExceeded 400 context_length_exceeded
+            └── RequestTooLarge       413 request_too_large
 
 ``ConfigError`` says what to fix. Conversion to an HTTP answer happens only at the LiteLLM edge
 (``to_openai``; ``_edge.py`` wraps a ``GatewayError`` in ``GatewayProxyException`` and, for failure hooks,
@@ -163,3 +165,16 @@ class BadRequest(GatewayError):
     code = "invalid_request"
     status = 400
     type = "invalid_request_error"
+
+
+class ContextLengthExceeded(BadRequest):
+    """The prompt and the completion asked for do not fit the model's context (the GPU server said so)."""
+
+    code = "context_length_exceeded"
+
+
+class RequestTooLarge(BadRequest):
+    """The body is over the gateway's size limit (the same code nginx answers with)."""
+
+    code = "request_too_large"
+    status = 413

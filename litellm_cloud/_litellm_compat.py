@@ -13,7 +13,9 @@ error, but LiteLLM only accepts an ``HTTPException`` as a replacement and then r
 
 ``keep_gateway_errors()`` wraps ``litellm.proxy.auth.auth_exception_handler._as_proxy_exception`` (measured on
 LiteLLM 1.103.7; called by name, so rebinding the module attribute takes effect) so that our own
-``GatewayProxyException`` passes through unchanged; every other exception is converted as before.
+``GatewayProxyException`` passes through unchanged and LiteLLM's "Rejected Request" ``ValueError``
+becomes our ``400 invalid_request`` (also without a key, where no failure hook runs); every other
+exception is converted as before.
 If a LiteLLM upgrade removes that function or stops calling it by name, it logs an error and changes nothing: those
 refusals then answer code ``"400"`` (tests/auth/test_proxy_auth.py fails and says so).
 
@@ -38,7 +40,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ._edge import GatewayProxyException
+from ._edge import GatewayProxyException, to_proxy_exception
 
 log = logging.getLogger("litellm_cloud.auth")
 
@@ -80,6 +82,13 @@ def keep_gateway_errors() -> bool:
     def _as_proxy_exception(e: Exception) -> Any:
         if isinstance(e, GatewayProxyException):
             return e
+        from .auth.hook import litellm_refusal  # late: the auth package imports this module's siblings
+
+        refusal = litellm_refusal(e)
+        if refusal is not None:
+            # Without a key the failure hook never runs, and LiteLLM's own conversion of this ValueError
+            # imports prisma (absent here): a 500 with a traceback (found by tests/api/test_fuzz.py).
+            return to_proxy_exception(refusal)
         return original(e)
 
     setattr(_as_proxy_exception, _MARK, True)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter
 
-from . import _litellm_compat, _serve
+from . import _litellm_compat, _serve, front
 from ._config import Settings
 from .auth import AccessHook, Auth, build_auth
 from .fleet.hook import FleetHook
@@ -73,9 +73,11 @@ class Gateway:
         return [r for r in routers if r is not None]
 
     def mount(self, app: object) -> None:
-        """Put our routes first in LiteLLM's FastAPI app, ahead of its catch-all routes."""
+        """Put our routes first in LiteLLM's FastAPI app, ahead of its catch-all routes, and the front
+        (body guard, header filter, refusal log) around it."""
         routes = [route for router in self.routers() for route in router.routes]
         app.router.routes[0:0] = routes  # type: ignore[attr-defined]
+        front.install(app)
 
     def start(self) -> None:
         """Start the background tasks on the running event loop (idempotent)."""

@@ -8,6 +8,7 @@
     hook.py          the LiteLLM edge: the custom_auth function and the access hook
     revocation.py    dropping keys from every replica's cache (Redis pub/sub, or this process)
     admin.py         POST /hc/keys/revoke (master key only)
+    model_route.py   GET /v1/models/{model}: one model, 404 for a name the key may not use
 
 ``build_auth(settings, metrics)`` wires them into one ``Auth``; docs/auth.md tells the whole story. The
 revocation listener is a background task: ``gateway.Gateway.start`` starts it, with the proxy.
@@ -26,6 +27,7 @@ from .authenticator import Authenticator, new_cache
 from .backend import HttpKeyBackend, KeyBackend
 from .gates import ModelGate
 from .hook import AccessHook, AuthFunction, MasterKey, make_auth_function
+from .model_route import model_router
 from .revocation import LocalRevocations, RedisRevocations, Revocations
 
 __all__ = ["AccessHook", "Auth", "Authenticator", "ModelGate", "build_auth"]
@@ -37,7 +39,7 @@ class Auth:
 
     user_api_key_auth: AuthFunction
     access_hook: AccessHook
-    router: APIRouter
+    router: APIRouter  # admin routes and GET /v1/models/{model}
     authenticator: Authenticator
     revocations: Revocations
 
@@ -59,10 +61,12 @@ def build_auth(settings: Settings, metrics: Metrics, *, backend: KeyBackend | No
         RedisRevocations(cache, settings.redis_url) if settings.redis_url else LocalRevocations(cache)
     )
     master = MasterKey(settings.master_key)
+    router = build_admin_router(revocations, master)
+    router.routes.extend(model_router(gate, settings.fleet).routes)
     return Auth(
         user_api_key_auth=make_auth_function(authenticator, gate, master),
         access_hook=AccessHook(gate),
-        router=build_admin_router(revocations, master),
+        router=router,
         authenticator=authenticator,
         revocations=revocations,
     )

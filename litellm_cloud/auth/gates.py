@@ -25,10 +25,17 @@ from ..tiers import Tiers
 log = logging.getLogger("litellm_cloud.auth")
 
 #: Every route a customer key may call (exact paths; LiteLLM's path normalisation happens before us).
+#: Closed on purpose (docs/auth.md): files, batches, fine-tuning, assistants, threads, images, audio,
+#: moderations, rerank, stored responses (``/v1/responses/{id}``), realtime: the fleet serves none of
+#: them, or they need state the gateway does not keep.
 CUSTOMER_ROUTES = frozenset(
     {
         "/v1/chat/completions",
         "/chat/completions",
+        "/v1/completions",
+        "/completions",
+        "/v1/responses",
+        "/responses",
         "/v1/embeddings",
         "/embeddings",
         "/v1/models",
@@ -37,6 +44,9 @@ CUSTOMER_ROUTES = frozenset(
         "/usage",
     }
 )
+#: Prefixes of the routes that carry one path segment more: ``GET /v1/models/{model}``.
+_MODEL_PREFIXES = ("/v1/models/", "/models/")
+
 
 #: Request fields that would let a caller steer LiteLLM past the model gate (other models on failure,
 #: another upstream, its own model list). Refused with 400 for customer keys. (LiteLLM itself refuses
@@ -57,9 +67,17 @@ FORBIDDEN_FIELDS = frozenset(
 )
 
 
+def customer_route(route: str) -> bool:
+    """Whether a customer key may call ``route`` (``CUSTOMER_ROUTES``, or ``/v1/models/<one name>``)."""
+    if route in CUSTOMER_ROUTES:
+        return True
+    prefix = next((p for p in _MODEL_PREFIXES if route.startswith(p)), None)
+    return prefix is not None and "/" not in route[len(prefix):] and len(route) > len(prefix)
+
+
 def check_route(route: str) -> None:
     """Raise ``RouteNotAllowed`` unless a customer key may call ``route``."""
-    if route not in CUSTOMER_ROUTES:
+    if not customer_route(route):
         raise RouteNotAllowed(f"This API key cannot call {route[:100]}; it may call the inference API only.")
 
 

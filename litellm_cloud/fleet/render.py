@@ -71,6 +71,9 @@ def _model_entry(
         # before it knows which server answers (docs/fleet.md).
         keepalive = group.keepalive_seconds if options.keepalive_seconds is None else options.keepalive_seconds
         params["keepalive_seconds"] = keepalive
+        # /v1/responses reaches the GPU as a chat completion (LiteLLM's bridge), not as vLLM's own partial
+        # Responses API: one upstream path, validated like chat (docs/fleet.md).
+        params["use_chat_completions_api"] = True
     return {
         "model_name": group_name,
         "litellm_params": params,

@@ -142,26 +142,46 @@ def chat_completion(rid: str, created: int, model: str, text: str, finish: str, 
     })
 
 
+def text_completion(rid: str, created: int, model: str, text: str, finish: str, prompt: int,
+                    completion: int) -> bytes:
+    """A non-streaming ``text_completion`` body (``/v1/completions``)."""
+    return dumps({
+        "id": rid, "object": "text_completion", "created": created, "model": model,
+        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish, "stop_reason": None}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+    })
+
+
 class ChunkWriter:
-    """Builds the SSE events of one streamed chat completion as bytes, cheaply per token."""
+    """Builds the SSE events of one streamed chat completion (or, with ``text``, text completion) as
+    bytes, cheaply per token."""
 
-    __slots__ = ("_head",)
+    __slots__ = ("_head", "_text")
 
-    def __init__(self, rid: str, created: int, model: str) -> None:
-        self._head = b'data: {"id":%s,"object":"chat.completion.chunk","created":%d,"model":%s,"choices":' % (
-            json.dumps(rid).encode(), created, json.dumps(model).encode())
+    def __init__(self, rid: str, created: int, model: str, *, text: bool = False) -> None:
+        kind = b"text_completion" if text else b"chat.completion.chunk"
+        self._text = text
+        self._head = b'data: {"id":%s,"object":"%s","created":%d,"model":%s,"choices":' % (
+            json.dumps(rid).encode(), kind, created, json.dumps(model).encode())
 
     def role(self) -> bytes:
-        """The first event: the assistant role with empty content."""
+        """The first event: the assistant role with empty content (text completions have none)."""
+        if self._text:
+            return b""
         return self._head + (b'[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,'
                              b'"finish_reason":null}]}\n\n')
 
     def token(self, encoded: bytes) -> bytes:
         """One event carrying one JSON-encoded token."""
+        if self._text:
+            return self._head + b'[{"index":0,"text":%s,"logprobs":null,"finish_reason":null}]}\n\n' % encoded
         return self._head + b'[{"index":0,"delta":{"content":%s},"logprobs":null,"finish_reason":null}]}\n\n' % encoded
 
     def finish(self, reason: str) -> bytes:
         """The event that ends the choice."""
+        if self._text:
+            return self._head + b'[{"index":0,"text":"","logprobs":null,"finish_reason":"%s","stop_reason":null}]}\n\n' % (
+                reason.encode())
         return self._head + b'[{"index":0,"delta":{},"logprobs":null,"finish_reason":"%s","stop_reason":null}]}\n\n' % (
             reason.encode())
 

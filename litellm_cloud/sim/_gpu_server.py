@@ -20,12 +20,14 @@ from dataclasses import asdict
 from typing import Any
 
 from . import _gpu_openai as oa
+from . import _gpu_validate as check
 from ._gpu_config import Faults, SimServer, parse_control
 from ._gpu_http import Connection, Request
 
-_ROUTES = {"/v1/chat/completions": ("chat", "POST"), "/v1/embeddings": ("embeddings", "POST"),
-           "/v1/models": ("models", "GET"), "/health": ("health", "GET")}
-_INFERENCE = ("chat", "embeddings")
+_ROUTES = {"/v1/chat/completions": ("chat", "POST"), "/v1/completions": ("completions", "POST"),
+           "/v1/embeddings": ("embeddings", "POST"), "/v1/models": ("models", "GET"), "/health": ("health", "GET")}
+_GENERATE = ("chat", "completions")  # endpoints that generate tokens (and may stream)
+_INFERENCE = (*_GENERATE, "embeddings")
 _STOPPING = ("hang", "crash", "down")
 
 
@@ -132,7 +134,7 @@ class SimServerState:
         if mode != "ok":
             if mode in _STOPPING:
                 # With fault_after_tokens a chat request starts normally and meets the fault mid-answer.
-                if mode == "down" or endpoint != "chat" or not self.faults.fault_after_tokens:
+                if mode == "down" or endpoint not in _GENERATE or not self.faults.fault_after_tokens:
                     if mode == "hang":
                         self._count(endpoint, "hang")
                         return self._held(conn, req)
@@ -142,8 +144,8 @@ class SimServerState:
             elif endpoint in _INFERENCE or (endpoint == "health" and mode == "error"):
                 self._refuse(conn, endpoint, mode)
                 return None
-        if endpoint == "chat":
-            return self._chat(conn, req)
+        if endpoint in _GENERATE:
+            return self._generate(conn, req, endpoint)
         if endpoint == "embeddings":
             return self._embeddings(conn, req)
         self._count(endpoint, "ok")
@@ -193,12 +195,17 @@ class SimServerState:
         self._seq += 1
         return f"{kind}-{self.spec.name}-{self._id_prefix}{self._seq:x}"
 
-    # -- chat completions -------------------------------------------------------------------------
-    def _chat(self, conn: Connection, req: Request) -> Coroutine[Any, Any, None] | None:
+    # -- chat and text completions ----------------------------------------------------------------
+    def _generate(self, conn: Connection, req: Request, endpoint: str) -> Coroutine[Any, Any, None] | None:
         try:
             data = oa.parse_json(req.body)
             self._check_model(data)
-            n_prompt, prompt = oa.prompt_tokens(data.get("messages"))
+            if endpoint == "chat":
+                n_prompt, prompt = oa.prompt_tokens(data.get("messages"))
+                check.check_roles(data["messages"])
+            else:
+                n_prompt, prompt = check.completion_prompt(data.get("prompt"))
+            check.check_sampling(data)
             max_tokens = oa.positive_int(data, "max_completion_tokens", "max_tokens")
             stream = data.get("stream", False)
             options = data.get("stream_options") or {}
@@ -209,24 +216,27 @@ class SimServerState:
                 raise oa.BadRequest(
                     f"This model's maximum context length is {self.spec.max_model_len} tokens. However, you "
                     f"requested {n_prompt + n} tokens ({n_prompt} in the messages, {n} in the completion). "
-                    "Please reduce the length of the messages or completion.")
+                    "Please reduce the length of the messages or completion.", param="messages")
         except oa.BadRequest as exc:
-            self._bad(conn, "chat", exc)
+            self._bad(conn, endpoint, exc)
             return None
-        if self._random_error(conn, "chat"):
+        if self._random_error(conn, endpoint):
             return None
         finish = "length" if max_tokens else "stop"
         tokens = oa.completion_tokens(self.spec.name, prompt, n)
-        rid, created = self._next_id("chatcmpl"), int(time.time())
+        chat = endpoint == "chat"
+        rid, created = self._next_id("chatcmpl" if chat else "cmpl"), int(time.time())
         if stream:
-            return self._stream(conn, rid, created, tokens, finish, n_prompt, bool(options.get("include_usage")))
-        body = oa.chat_completion(rid, created, self.spec.model, oa.join_tokens(tokens), finish, n_prompt, n)
+            writer = oa.ChunkWriter(rid, created, self.spec.model, text=not chat)
+            return self._stream(conn, endpoint, writer, tokens, finish, n_prompt, bool(options.get("include_usage")))
+        answer = oa.chat_completion if chat else oa.text_completion
+        body = answer(rid, created, self.spec.model, oa.join_tokens(tokens), finish, n_prompt, n)
         delay = self._duration(n)
         if delay <= 0 and self.faults.mode == "ok":
-            self._answered("chat", n_prompt, n)
+            self._answered(endpoint, n_prompt, n)
             conn.send(200, body)
             return None
-        return self._chat_later(conn, body, delay, n_prompt, n)
+        return self._generate_later(conn, endpoint, body, delay, n_prompt, n)
 
     def _duration(self, n: int) -> float:
         tps = self.faults.tokens_per_s
@@ -237,30 +247,30 @@ class SimServerState:
         self.tokens["prompt"] += prompt
         self.tokens["completion"] += completion
 
-    async def _chat_later(self, conn: Connection, body: bytes, delay: float, n_prompt: int, n: int) -> None:
+    async def _generate_later(self, conn: Connection, endpoint: str, body: bytes, delay: float, n_prompt: int,
+                              n: int) -> None:
         try:
             if delay > 0:
                 await asyncio.sleep(delay)
             while self.faults.mode in _STOPPING:
                 if self.faults.mode == "hang":
-                    self._count("chat", "hang")
+                    self._count(endpoint, "hang")
                     await self._mode_change()
                     continue
-                self._count("chat", "crash")
+                self._count(endpoint, "crash")
                 if self.faults.mode == "crash" and self.faults.fault_after_tokens:
                     conn.send_partial(200, body, len(body) // 2)  # the client sees a cut-off body
                 conn.abort()
                 return
-            self._answered("chat", n_prompt, n)
+            self._answered(endpoint, n_prompt, n)
             conn.send(200, body)
         except asyncio.CancelledError:
-            self._count("chat", "cancelled")
+            self._count(endpoint, "cancelled")
             raise
 
-    async def _stream(self, conn: Connection, rid: str, created: int, tokens: list[bytes], finish: str,
-                      n_prompt: int, include_usage: bool) -> None:
+    async def _stream(self, conn: Connection, endpoint: str, chunks: oa.ChunkWriter, tokens: list[bytes],
+                      finish: str, n_prompt: int, include_usage: bool) -> None:
         loop = asyncio.get_running_loop()
-        chunks = oa.ChunkWriter(rid, created, self.spec.model)
         faults = self.faults
         n = len(tokens)
         sent = 0
@@ -278,10 +288,10 @@ class SimServerState:
             while sent < n:
                 if faults.mode in _STOPPING and sent >= faults.fault_after_tokens:
                     if faults.mode != "hang":
-                        self._count("chat", "crash")
+                        self._count(endpoint, "crash")
                         conn.abort()
                         return
-                    self._count("chat", "hang")
+                    self._count(endpoint, "hang")
                     await self._mode_change()
                     tps = faults.tokens_per_s
                     t0 = loop.time() - (sent / tps if tps > 0 else 0.0)  # resume without a burst
@@ -303,10 +313,10 @@ class SimServerState:
             if include_usage:
                 events.append(chunks.usage(n_prompt, n))
             events.append(oa.DONE)
-            self._answered("chat", n_prompt, n)
+            self._answered(endpoint, n_prompt, n)
             conn.write_events(events, end=True)
         except asyncio.CancelledError:
-            self._count("chat", "cancelled")
+            self._count(endpoint, "cancelled")
             raise
 
     # -- embeddings -------------------------------------------------------------------------------

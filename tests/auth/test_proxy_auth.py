@@ -420,8 +420,9 @@ def test_routing_overrides_in_the_body_are_refused(gw: AuthClient, key: str, fie
         ("POST", "/model/new"),
         ("GET", "/user/info"),
         ("GET", "/health"),
-        ("POST", "/v1/completions"),
-        ("POST", "/v1/responses"),
+        ("GET", "/v1/files"),
+        ("POST", "/v1/images/generations"),
+        ("GET", "/v1/responses/resp_123"),
         ("POST", "/hc/keys/revoke"),
     ],
 )

@@ -212,7 +212,7 @@ def test_build_auth_exposes_what_the_gateway_mounts(settings: Settings) -> None:
 
     auth = build_auth(settings, Metrics())
     assert isinstance(auth.router, APIRouter)
-    assert [r.path for r in auth.router.routes] == ["/hc/keys/revoke"]  # type: ignore[attr-defined]
+    assert [r.path for r in auth.router.routes] == ["/hc/keys/revoke", "/v1/models/{model}", "/models/{model}"]  # type: ignore[attr-defined]
 
 
 async def test_stale_answers_are_counted_and_logged(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:

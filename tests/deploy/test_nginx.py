@@ -127,6 +127,27 @@ def test_chat_completion_over_https(stack: Stack) -> None:
     assert unauth.status_code == 401 and unauth.json()["error"]["code"] == "invalid_api_key"  # the proxy's own JSON
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [("POST", "/v1/completions", {"model": "heartcode-sfw", "prompt": "a", "max_tokens": 2}),
+     ("POST", "/v1/responses", {"model": "heartcode-sfw", "input": "a", "max_output_tokens": 16}),
+     ("POST", "/v1/chat/completions", chat_body(max_tokens=40000)),
+     ("GET", "/v1/models/heartcode-sfw", None), ("GET", "/models/heartcode-sfw", None)],
+)  # fmt: skip
+def test_new_routes_over_https_without_internal_headers(stack: Stack, method: str, path: str, body: object) -> None:
+    """The routes of issue 13 pass nginx, and no internal header does (direct port: tests/api)."""
+    from litellm_cloud.front import is_internal_header
+
+    with stack.front.client() as client:
+        r = client.request(method, f"{stack.front.https}{path}", headers=AUTH, json=body)
+    assert r.status_code == (400 if "40000" in json.dumps(body) else 200), r.text
+    assert not [h for h in r.headers if is_internal_header(h) or h == "x-litellm-model-id"]
+    assert r.headers["x-request-id"]
+    with stack.front.client() as client:
+        encoded = client.get(f"{stack.front.https}/v1/models/..%2Fkey%2Fgenerate", headers=AUTH)
+    assert encoded.status_code in (403, 404) and encoded.json()["error"]["code"]
+
+
 def test_stream_arrives_chunk_by_chunk(stack: Stack) -> None:
     for name in CHAT_SERVERS:
         stack.sim.control(name, tokens_per_s=20.0, ttft_ms=5.0)
