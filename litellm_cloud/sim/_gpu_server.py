@@ -20,11 +20,13 @@ from dataclasses import asdict
 from typing import Any
 
 from . import _gpu_openai as oa
+from . import _vllm_metrics
+from ._batch import Batch, request_priority
 from ._gpu_config import Faults, SimServer, parse_control
 from ._gpu_http import Connection, Request
 
 _ROUTES = {"/v1/chat/completions": ("chat", "POST"), "/v1/embeddings": ("embeddings", "POST"),
-           "/v1/models": ("models", "GET"), "/health": ("health", "GET")}
+           "/v1/models": ("models", "GET"), "/health": ("health", "GET"), "/metrics": ("metrics", "GET")}
 _INFERENCE = ("chat", "embeddings")
 _STOPPING = ("hang", "crash", "down")
 
@@ -41,6 +43,7 @@ class SimServerState:
         self.listener: asyncio.base_events.Server | None = None
         self.stats: dict[str, Counter[str]] = {}
         self.tokens = Counter[str]()
+        self.batch = Batch(self.faults, spec.max_model_len)
         self._rng = rng
         self._strict = strict_model
         self._changed: asyncio.Future[None] | None = None
@@ -79,6 +82,7 @@ class SimServerState:
         if changes.pop("reset_stats", False):
             self.stats.clear()
             self.tokens.clear()
+            self.batch.reset()
         old = self.faults.mode
         for key, value in changes.items():
             setattr(self.faults, key, value)
@@ -100,7 +104,8 @@ class SimServerState:
         return {"server": self.spec.name, "host": self.host, "port": self.port, "model": self.spec.model,
                 **asdict(self.faults), "listening": self.listener is not None,
                 "connections": len(self.connections),
-                "requests": {ep: dict(c) for ep, c in self.stats.items()}, "tokens": dict(self.tokens)}
+                "requests": {ep: dict(c) for ep, c in self.stats.items()}, "tokens": dict(self.tokens),
+                **self.batch.state()}
 
     def _count(self, endpoint: str, outcome: str) -> None:
         counter = self.stats.get(endpoint)
@@ -146,6 +151,8 @@ class SimServerState:
             return self._chat(conn, req)
         if endpoint == "embeddings":
             return self._embeddings(conn, req)
+        if endpoint == "metrics":
+            return _vllm_metrics.serve(self, conn)
         self._count(endpoint, "ok")
         if endpoint == "models":
             conn.send(200, self._models_body)
@@ -205,6 +212,10 @@ class SimServerState:
             if not isinstance(stream, bool) or not isinstance(options, dict):
                 raise oa.BadRequest("'stream' must be a boolean and 'stream_options' an object")
             n = max_tokens or self.spec.default_max_tokens
+            try:
+                priority = request_priority(data, self.faults.scheduling_policy)
+            except ValueError as exc:
+                raise oa.BadRequest(str(exc), param="priority") from None
             if n_prompt + n > self.spec.max_model_len:
                 raise oa.BadRequest(
                     f"This model's maximum context length is {self.spec.max_model_len} tokens. However, you "
@@ -219,14 +230,16 @@ class SimServerState:
         tokens = oa.completion_tokens(self.spec.name, prompt, n)
         rid, created = self._next_id("chatcmpl"), int(time.time())
         if stream:
-            return self._stream(conn, rid, created, tokens, finish, n_prompt, bool(options.get("include_usage")))
+            work = self._stream(conn, rid, created, tokens, finish, n_prompt, bool(options.get("include_usage")))
+            return self.batch.run(rid, n_prompt, priority, work)
         body = oa.chat_completion(rid, created, self.spec.model, oa.join_tokens(tokens), finish, n_prompt, n)
         delay = self._duration(n)
-        if delay <= 0 and self.faults.mode == "ok":
+        if delay <= 0 and self.faults.mode == "ok" and not self.faults.max_num_seqs:
+            self.batch.priorities[priority] += 1
             self._answered("chat", n_prompt, n)
             conn.send(200, body)
             return None
-        return self._chat_later(conn, body, delay, n_prompt, n)
+        return self.batch.run(rid, n_prompt, priority, self._chat_later(conn, body, delay, n_prompt, n))
 
     def _duration(self, n: int) -> float:
         tps = self.faults.tokens_per_s
@@ -270,6 +283,8 @@ class SimServerState:
             t0 = loop.time() + ttft  # when token 0 is due
             if ttft > 0:
                 await asyncio.sleep(ttft)
+            self.batch.first_token(rid)
+            rate = self.batch.rate(faults.tokens_per_s)
             events = [chunks.role()]
             while sent < n:
                 if faults.mode in _STOPPING and sent >= faults.fault_after_tokens:
@@ -282,12 +297,15 @@ class SimServerState:
                     tps = faults.tokens_per_s
                     t0 = loop.time() - (sent / tps if tps > 0 else 0.0)  # resume without a burst
                     continue
-                tps = faults.tokens_per_s
+                tps = self.batch.rate(faults.tokens_per_s)
+                if tps != rate:  # the batch changed size: go on at the new share from here
+                    t0, rate = loop.time() - (sent / tps if tps > 0 else 0.0), tps
                 due = n if tps <= 0 else min(n, int((loop.time() - t0) * tps) + 1)
                 if faults.mode in _STOPPING:
                     due = min(due, faults.fault_after_tokens)
                 events.extend(chunks.token(t) for t in tokens[sent:due])
                 sent = max(sent, due)
+                self.batch.grow(rid, n_prompt + sent)
                 if sent < n:
                     if events:
                         conn.write_events(events)
