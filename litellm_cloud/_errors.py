@@ -18,6 +18,7 @@ Every refusal a client can see is a ``GatewayError`` with a stable ``code`` and 
     │   └── ConcurrencyLimited        429 concurrency_limited
     ├── LimiterUnavailable            503 limiter_unavailable
     ├── ModelUnavailable              503 model_unavailable
+    ├── FleetBusy                     503 fleet_busy, with retry_after
     └── BadRequest                    400 invalid_request
 
 ``ConfigError`` is apart: it never reaches a client, it stops a process at start-up with a message that
@@ -147,6 +148,14 @@ class LimiterUnavailable(GatewayError):
 
 class ModelUnavailable(GatewayError):
     code = "model_unavailable"
+    status = 503
+    type = "service_unavailable_error"
+
+
+class FleetBusy(GatewayError):
+    """The model group's queue passed this tier's ``fleet_busy_at``: paying tiers go first."""
+
+    code = "fleet_busy"
     status = 503
     type = "service_unavailable_error"
 

@@ -18,6 +18,7 @@ from litellm.integrations.custom_logger import CustomLogger
 from ._config import Settings
 from .auth import Auth, build_auth
 from .fleet.hook import FleetHook
+from .fleet.queue import build_queue_router
 from .limits import build_limits_hook
 from .observability import Metrics, build_observability_hook
 from .playground import playground_router
@@ -56,7 +57,7 @@ def build_gateway(settings: Settings) -> Gateway:
         metrics=metrics,
         auth=auth,
         access_hook=auth.access_hook,
-        fleet_hook=FleetHook(settings.fleet),
+        fleet_hook=FleetHook(settings.fleet, settings.tiers, build_queue_router(settings.fleet)),
         limits_hook=build_limits_hook(settings, metrics),
         observability_hook=build_observability_hook(settings, metrics),
     )

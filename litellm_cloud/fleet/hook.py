@@ -9,12 +9,19 @@ LiteLLM 1.103.7 retries a retryable failure (500, connection refused, timeout, 4
 among every server not cooling down, so one request could meet the same dead server on all its tries
 before that server has failed often enough to be cooled down. The hook leaves the servers that already
 failed this request out of its next tries (while any other remains).
+
+With ``router.queue_routing`` the hook then narrows the rest to the one server with the least queue
+(``queue.py``), refuses a tier whose ``fleet_busy_at`` the group's queue reached with ``503 fleet_busy``
+(before the limits hook, so a refused request costs no quota), and with ``router.vllm_priority`` sends
+the tier's ``priority`` to vLLM.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Mapping
+from typing import Any
 
 import litellm
 from fastapi import HTTPException
@@ -22,8 +29,11 @@ from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import ProxyException, UserAPIKeyAuth
 
 from .._edge import to_proxy_exception, to_replacement_exception
-from .._errors import BadRequest, ModelUnavailable
+from .._errors import BadRequest, FleetBusy, ModelUnavailable
+from ..identity import Identity
+from ..tiers import Tiers
 from .manifest import Manifest
+from .queue import QueueRouter
 from .validate import validate_request
 
 log = logging.getLogger("litellm_cloud.fleet")
@@ -37,6 +47,33 @@ _UNAVAILABLE = (
     litellm.exceptions.RateLimitError,
 )
 _NO_DEPLOYMENTS = ("No deployments available", "No healthy deployment available")
+META_KEY = "hc_fleet_rid"  # our own request id (litellm_call_id is client-settable)
+
+
+def _metadata(data: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    for name in ("litellm_metadata", "metadata"):
+        meta = data.get(name) if isinstance(data, Mapping) else None
+        if isinstance(meta, Mapping) and META_KEY in meta:
+            return meta
+    return {}
+
+
+def _event_ids(kwargs: Any) -> tuple[str | None, str | None]:
+    """(our request id, deployment id) of a LiteLLM log event."""
+    params = kwargs.get("litellm_params") if isinstance(kwargs, dict) else None
+    if not isinstance(params, dict):
+        return None, None
+    rid = _metadata(params).get(META_KEY) or _metadata(kwargs).get(META_KEY)
+    server = (params.get("model_info") or {}).get("id")
+    return (rid if isinstance(rid, str) else None), (server if isinstance(server, str) else None)
+
+
+def _metrics_url(deployment: Mapping[str, Any]) -> str | None:
+    base = (deployment.get("litellm_params") or {}).get("api_base")
+    if not isinstance(base, str):
+        return None
+    base = base.rstrip("/")
+    return (base.removesuffix("/v1")) + "/metrics"
 
 
 def failed_deployments(request_kwargs: Mapping[str, object] | None) -> frozenset[str]:
@@ -67,9 +104,14 @@ class FleetHook(CustomLogger):
     """Refuses malformed requests before routing, sends retries to servers that have not failed the
     request yet, and maps a fleet outage to ``503 model_unavailable``."""
 
-    def __init__(self, manifest: Manifest, retry_after: float = 5.0) -> None:
+    def __init__(
+        self, manifest: Manifest, tiers: Tiers | None = None, queue: QueueRouter | None = None,
+        retry_after: float = 5.0,
+    ) -> None:  # fmt: skip
         super().__init__()
         self._manifest = manifest
+        self._tiers = tiers
+        self._queue = queue if manifest.router.queue_routing else None
         self._retry_after = retry_after
 
     async def async_pre_call_hook(
@@ -79,6 +121,26 @@ class FleetHook(CustomLogger):
             validate_request(call_type, data)
         except BadRequest as err:
             raise to_proxy_exception(err) from None
+        data.pop("priority", None)  # vLLM's queue order is ours to set, never the client's
+        ident = Identity.from_metadata(getattr(user_api_key_dict, "metadata", None))
+        tier = self._tiers.get(ident.tier) if ident is not None and self._tiers is not None else None
+        group = self._manifest.resolve(str(data.get("model") or ""))
+        if self._queue is not None and tier is not None and tier.fleet_busy_at is not None and group:
+            load = self._queue.group_load(group)
+            if load is not None and load >= tier.fleet_busy_at:
+                log.info("fleet_busy: %s at %.1f per server, %s refused", group, load, tier.name)
+                raise to_proxy_exception(FleetBusy(
+                    f"{group} is full; {tier.name} requests wait while paying tiers are served. Retry shortly.",
+                    retry_after=self._queue.retry_after(group, tier.fleet_busy_at),
+                ))  # fmt: skip
+        if self._manifest.router.vllm_priority and tier is not None and call_type in ("completion", "acompletion"):
+            extra = data.get("extra_body")
+            data["extra_body"] = {**(extra if isinstance(extra, dict) else {}), "priority": tier.priority}
+        if self._queue is not None:
+            meta = data.get("metadata")
+            if not isinstance(meta, dict):
+                meta = data["metadata"] = {}
+            meta[META_KEY] = secrets.token_hex(8)
         return data
 
     async def async_filter_deployments(
@@ -89,11 +151,33 @@ class FleetHook(CustomLogger):
         request_kwargs: dict | None = None,
         parent_otel_span: object = None,
     ) -> list[dict]:
-        failed = failed_deployments(request_kwargs)
-        if not failed or not isinstance(healthy_deployments, list):
+        if not isinstance(healthy_deployments, list):
             return healthy_deployments
+        failed = failed_deployments(request_kwargs)
         untried = [d for d in healthy_deployments if (d.get("model_info") or {}).get("id") not in failed]
-        return untried or healthy_deployments
+        candidates = untried or healthy_deployments
+        rid = _metadata(request_kwargs).get(META_KEY)
+        if self._queue is None or not isinstance(rid, str) or len(candidates) < 1:
+            return candidates
+        by_id = {str((d.get("model_info") or {}).get("id")): d for d in candidates}
+        self._queue.scraper.know({i: u for i, d in by_id.items() if (u := _metrics_url(d)) is not None})
+        chosen = self._queue.choose(model, by_id)
+        if chosen is None:
+            return candidates
+        self._queue.start(rid, model, chosen)  # counted now, before the call: the next choice sees it
+        return [by_id[chosen]]
+
+    async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        if self._queue is not None:
+            rid, server = _event_ids(kwargs)
+            if rid is not None:
+                self._queue.finish(rid, server, completed=True)
+
+    async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        if self._queue is not None:
+            rid, server = _event_ids(kwargs)
+            if rid is not None:
+                self._queue.finish(rid, server, completed=False)
 
     async def async_post_call_failure_hook(
         self,
@@ -102,6 +186,9 @@ class FleetHook(CustomLogger):
         user_api_key_dict: UserAPIKeyAuth,
         traceback_str: str | None = None,
     ) -> HTTPException | None:
+        rid = _metadata(request_data).get(META_KEY)
+        if self._queue is not None and isinstance(rid, str):
+            self._queue.finish(rid, completed=False)
         if getattr(original_exception, "gateway_error", None) is not None:
             return None  # ours already
         if not is_fleet_unavailable(original_exception):
