@@ -9,7 +9,7 @@ open-loop (Poisson) arrivals, so the machine's noise hits both alike:
 - **ours**: ``queue_routing`` + ``vllm_priority`` on, Free refused at ``fleet_busy_at``;
 - **shuffle**: ``simple-shuffle``, no priority, no refusals (the fleet before issue 16).
 
-Phase 1, mixed answer lengths (4-128 tokens) and prompt lengths at ~70% of capacity: p95 TTFT.
+Phase 1, mixed answer lengths (2-64 tokens) and prompt lengths at ~70% of capacity: p95 TTFT.
 Phase 2, Premium alone (its unloaded TTFT), then a Free flood at twice the group's capacity plus the same
 steady Premium traffic: Premium p99 TTFT, and what Free got (served, ``fleet_busy``, timeouts).
 """
@@ -39,10 +39,10 @@ PREMIUM = "hc-sk-benchfleetpremium000000000000000"
 SFW = [f"gpu-{i}" for i in range(1, 5)]
 LIMITS = {"rpm": 10_000_000, "tpm": 1_000_000_000, "daily_tokens": 10**12, "max_parallel": 10_000,
           "model_groups": ["heartcode-chat-sfw", "heartcode-chat-nsfw", "heartcode-embed"]}  # fmt: skip
-SERVER = {"max_num_seqs": 4, "batch_tokens_per_s": 160, "tokens_per_s": 80, "ttft_ms": 20,
+SERVER = {"max_num_seqs": 4, "batch_tokens_per_s": 40, "tokens_per_s": 40, "ttft_ms": 20,
           "scheduling_policy": "priority"}  # fmt: skip
-ANSWERS = (4, 16, 64, 128)  # phase 1: mean 53 tokens -> ~3 req/s per server at 160 tokens/s
-FLOOD_TOKENS = 32  # phase 2: 5 req/s per server, 20 req/s for the group
+ANSWERS = (2, 8, 32, 64)  # phase 1: mean 26.5 tokens -> ~1.5 req/s per server at 40 tokens/s
+FLOOD_TOKENS = 32  # phase 2: 1.25 req/s per server, 5 req/s for the group
 TIMEOUT = 30.0
 
 
@@ -114,7 +114,7 @@ async def drive(bases: dict[str, str], streams: list[tuple[str, str, float, list
 def _fleet_files(logs: Path, name: str, ours: bool) -> dict[str, str]:
     manifest = yaml.safe_load(FLEET_FILE.read_text())
     manifest["router"].update(queue_routing=ours, vllm_priority=ours)
-    tiers = {"tiers": {"free": {**LIMITS, "priority": 10, **({"fleet_busy_at": 3} if ours else {})},
+    tiers = {"tiers": {"free": {**LIMITS, "priority": 10, **({"fleet_busy_at": 2} if ours else {})},
                        "premium": {**LIMITS, "priority": 0}}}  # fmt: skip
     (logs / f"{name}-fleet.yaml").write_text(yaml.safe_dump(manifest))
     (logs / f"{name}-tiers.yaml").write_text(yaml.safe_dump(tiers))
@@ -164,7 +164,7 @@ def main() -> int:
             print(f"- ours p95 / shuffle p95: **{ratio1:.2f}** (target <= 0.6)")
 
             capacity = 4 * SERVER["batch_tokens_per_s"] / FLOOD_TOKENS
-            premium_rate = 2.0
+            premium_rate = 1.5
             time.sleep(3)
             print(f"\n## Phase 2: Premium {premium_rate} req/s (16 tokens) alone, then with a Free flood of "
                   f"{2 * capacity:.0f} req/s ({FLOOD_TOKENS} tokens; group capacity ~{capacity:.0f} req/s)")
