@@ -22,6 +22,7 @@ class of this module is drawn here and exported by ``litellm_cloud`` (bases too,
         ├── RevocationNotShared       503 revocation_not_shared
         ├── LimiterUnavailable        503 limiter_unavailable
         ├── ModelUnavailable          503 model_unavailable
+        ├── FleetBusy                 503 fleet_busy, with retry_after
         └── BadRequest                400 invalid_request
             ├── ContextLengthExceeded 400 context_length_exceeded
             └── RequestTooLarge       413 request_too_large
@@ -157,6 +158,14 @@ class LimiterUnavailable(GatewayError):
 
 class ModelUnavailable(GatewayError):
     code = "model_unavailable"
+    status = 503
+    type = "service_unavailable_error"
+
+
+class FleetBusy(GatewayError):
+    """The model group's queue passed this tier's ``fleet_busy_at``: paying tiers go first."""
+
+    code = "fleet_busy"
     status = 503
     type = "service_unavailable_error"
 

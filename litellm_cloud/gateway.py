@@ -40,6 +40,7 @@ from . import _litellm_compat, _serve, front
 from ._config import Settings
 from .auth import AccessHook, Auth, build_auth
 from .fleet.hook import FleetHook
+from .fleet.queue import build_queue_router
 from .limits import LimitsHook, TierLimits, build_limits, install_keepalive_headers
 from .observability import Metrics, ObservabilityHook, build_observability_hook
 from .observability.metrics import MULTIPROC_ENV
@@ -102,7 +103,7 @@ def build_gateway(settings: Settings, *, metrics_dir: str | None = None) -> Gate
         metrics=metrics,
         auth=build_auth(settings, metrics),
         limits=build_limits(settings, metrics),
-        fleet_hook=FleetHook(settings.fleet),
+        fleet_hook=FleetHook(settings.fleet, settings.tiers, build_queue_router(settings.fleet)),
         observability_hook=build_observability_hook(settings, metrics),
     )
 

@@ -27,6 +27,15 @@ class Tier(pydantic.BaseModel):
     model_groups: tuple[str, ...] = pydantic.Field(
         min_length=1, description="model groups this tier may call (age checks apply on top)"
     )
+    fleet_busy_at: float | None = pydantic.Field(
+        default=None,
+        gt=0,
+        description="refuse with 503 fleet_busy once the group's queue (requests in flight or waiting per "
+        "server) reaches this; absent = never refused for a full fleet",
+    )
+    priority: int = pydantic.Field(
+        default=0, description="vLLM's request priority (lower is served first) when fleet.yaml says vllm_priority"
+    )
 
 
 class _TiersFile(pydantic.BaseModel):

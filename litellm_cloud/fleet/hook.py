@@ -14,12 +14,18 @@ LiteLLM 1.103.7 retries a retryable failure (500, connection refused, timeout, 4
 among every server not cooling down, so one request could meet the same dead server on all its tries
 before that server has failed often enough to be cooled down. The hook leaves the servers that already
 failed this request out of its next tries (while any other remains).
+
+With ``router.queue_routing`` the hook then narrows the rest to the one server with the least queue
+(``queue.py``), refuses a tier whose ``fleet_busy_at`` the group's queue reached with ``503 fleet_busy``
+(before the limits hook, so a refused request costs no quota), and with ``router.vllm_priority`` sends
+the tier's ``priority`` to vLLM.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,9 +34,11 @@ from fastapi import HTTPException
 from litellm.proxy._types import ProxyException, UserAPIKeyAuth
 
 from .._edge import to_proxy_exception, to_replacement_exception
-from .._errors import BadRequest, ContextLengthExceeded, ModelUnavailable
-from .._litellm import GatewayHook, gateway_error_of, metadata_dicts
+from .._errors import BadRequest, ContextLengthExceeded, FleetBusy, ModelUnavailable
+from .._litellm import GatewayHook, gateway_error_of, identity_of, metadata_dicts, writable_metadata
+from ..tiers import Tiers
 from .manifest import Manifest
+from .queue import QueueRouter
 from .validate import validate_request
 
 log = logging.getLogger("litellm_cloud.fleet")
@@ -76,6 +84,33 @@ def upstream_refusal(exc: BaseException) -> BadRequest | None:
     return BadRequest(message or "The GPU server refused the request as invalid.")
 
 
+META_KEY = "hc_fleet_rid"  # our own request id (litellm_call_id is client-settable)
+
+
+def _request_id(data: Mapping[str, Any] | None) -> str | None:
+    """Our request id in a request body's (or callback kwargs') metadata, if the pre-call hook set one."""
+    rid = next((m[META_KEY] for m in metadata_dicts(data) if META_KEY in m), None)
+    return rid if isinstance(rid, str) else None
+
+
+def _event_ids(kwargs: Any) -> tuple[str | None, str | None]:
+    """(our request id, deployment id) of a LiteLLM log event."""
+    params = kwargs.get("litellm_params") if isinstance(kwargs, dict) else None
+    if not isinstance(params, dict):
+        return None, None
+    rid = _request_id(params) or _request_id(kwargs)
+    server = (params.get("model_info") or {}).get("id")
+    return rid, (server if isinstance(server, str) else None)
+
+
+def _metrics_url(deployment: Mapping[str, Any]) -> str | None:
+    base = (deployment.get("litellm_params") or {}).get("api_base")
+    if not isinstance(base, str):
+        return None
+    base = base.rstrip("/")
+    return (base.removesuffix("/v1")) + "/metrics"
+
+
 def failed_deployments(request_kwargs: Mapping[str, object] | None) -> frozenset[str]:
     """The ids of the servers that already failed this request (LiteLLM's retry breadcrumbs)."""
     found = (meta.get("previous_models") for meta in metadata_dicts(request_kwargs))
@@ -102,9 +137,14 @@ class FleetHook(GatewayHook):
     """Refuses malformed requests before routing, sends retries to servers that have not failed the
     request yet, and maps a fleet outage to ``503 model_unavailable``."""
 
-    def __init__(self, manifest: Manifest, retry_after: float = 5.0) -> None:
+    def __init__(
+        self, manifest: Manifest, tiers: Tiers | None = None, queue: QueueRouter | None = None,
+        retry_after: float = 5.0,
+    ) -> None:  # fmt: skip
         super().__init__()
         self._manifest = manifest
+        self._tiers = tiers
+        self._queue = queue if manifest.router.queue_routing else None
         self._retry_after = retry_after
 
     async def async_pre_call_hook(
@@ -116,6 +156,23 @@ class FleetHook(GatewayHook):
             validate_request(str(call_type), data, mode)
         except BadRequest as err:
             raise to_proxy_exception(err) from None
+        data.pop("priority", None)  # vLLM's queue order is ours to set, never the client's
+        ident = identity_of(user_api_key_dict)
+        tier = self._tiers.get(ident.tier) if ident is not None and self._tiers is not None else None
+        group = self._manifest.resolve(str(data.get("model") or ""))
+        if self._queue is not None and tier is not None and tier.fleet_busy_at is not None and group:
+            load = self._queue.group_load(group)
+            if load is not None and load >= tier.fleet_busy_at:
+                log.info("fleet_busy: %s at %.1f per server, %s refused", group, load, tier.name)
+                raise to_proxy_exception(FleetBusy(
+                    f"{group} is full; {tier.name} requests wait while paying tiers are served. Retry shortly.",
+                    retry_after=self._queue.retry_after(group, tier.fleet_busy_at),
+                ))  # fmt: skip
+        if self._manifest.router.vllm_priority and tier is not None and call_type in ("completion", "acompletion"):
+            extra = data.get("extra_body")
+            data["extra_body"] = {**(extra if isinstance(extra, dict) else {}), "priority": tier.priority}
+        if self._queue is not None:
+            writable_metadata(data)[META_KEY] = secrets.token_hex(8)
         return data
 
     async def async_filter_deployments(
@@ -126,13 +183,38 @@ class FleetHook(GatewayHook):
         request_kwargs: dict | None = None,
         parent_otel_span: object = None,
     ) -> list[dict]:
-        failed = failed_deployments(request_kwargs)
-        if not failed or not isinstance(healthy_deployments, list):
+        if not isinstance(healthy_deployments, list):
             return healthy_deployments
+        failed = failed_deployments(request_kwargs)
         untried = [d for d in healthy_deployments if (d.get("model_info") or {}).get("id") not in failed]
-        return untried or healthy_deployments
+        candidates = untried or healthy_deployments
+        rid = _request_id(request_kwargs)
+        if self._queue is None or rid is None or len(candidates) < 1:
+            return candidates
+        by_id = {str((d.get("model_info") or {}).get("id")): d for d in candidates}
+        self._queue.scraper.know({i: u for i, d in by_id.items() if (u := _metrics_url(d)) is not None})
+        chosen = self._queue.choose(model, by_id)
+        if chosen is None:
+            return candidates
+        self._queue.start(rid, model, chosen)  # counted now, before the call: the next choice sees it
+        return [by_id[chosen]]
+
+    async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        if self._queue is not None:
+            rid, server = _event_ids(kwargs)
+            if rid is not None:
+                self._queue.finish(rid, server, completed=True)
+
+    async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        if self._queue is not None:
+            rid, server = _event_ids(kwargs)
+            if rid is not None:
+                self._queue.finish(rid, server, completed=False)
 
     async def on_failure(self, request_data: dict[str, Any], exc: Exception) -> HTTPException | None:
+        rid = _request_id(request_data)
+        if self._queue is not None and rid is not None:
+            self._queue.finish(rid, completed=False)
         if gateway_error_of(exc) is not None:
             return None  # ours already
         refusal = upstream_refusal(exc)

@@ -61,6 +61,15 @@ class Router(_Strict):
     internal_error_allowed_fails: int = pydantic.Field(default=2, ge=0)
     cooldown_time: float = pydantic.Field(default=30, gt=0)
     health_check_interval: int = pydantic.Field(default=30, ge=0, description="0 disables background checks")
+    queue_routing: bool = pydantic.Field(
+        default=True, description="send each request to the server with the least queue (fleet/queue.py)"
+    )
+    metrics_interval: float = pydantic.Field(default=1.0, gt=0, description="seconds between /metrics scrapes")
+    metrics_timeout: float = pydantic.Field(default=0.5, gt=0, description="seconds one scrape may take")
+    vllm_priority: bool = pydantic.Field(
+        default=False,
+        description="the servers run vLLM with --scheduling-policy priority: send each request's tier priority",
+    )
 
 
 class Backend(_Strict):

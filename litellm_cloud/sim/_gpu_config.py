@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigError
+from ._batch import check_batch_values
 
 MODES = ("ok", "error", "hang", "busy", "crash", "down")
 """ok: serve. error: 500 on inference. busy: 429 on inference. hang: hold every request unanswered.
@@ -55,6 +56,13 @@ class SimServer:
     """In hang and crash modes, a stream first sends this many tokens."""
     hold_headers: bool = False
     """Streams: send the response headers with the first token, not at once (servers that withhold them)."""
+    # Saturation like vLLM (see _batch.py); the defaults keep a server unsaturated.
+    max_num_seqs: int = 0
+    batch_tokens_per_s: float = 0.0
+    kv_cache_tokens: int = 0
+    scheduling_policy: str = "fcfs"
+    metrics: str = "ok"
+    """``/metrics`` alone: ok, error (500) or hang."""
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or not self.name.isprintable() or " " in self.name:
@@ -84,6 +92,11 @@ class Faults:
     retry_after_s: float | None = None
     fault_after_tokens: int = 0
     hold_headers: bool = False
+    max_num_seqs: int = 0
+    batch_tokens_per_s: float = 0.0
+    kv_cache_tokens: int = 0
+    scheduling_policy: str = "fcfs"
+    metrics: str = "ok"
 
 
 def _number(name: str, value: Any, low: float, high: float = math.inf) -> None:
@@ -107,6 +120,7 @@ def _check_faults(values: Mapping[str, Any]) -> None:
             raise ValueError(f"'fault_after_tokens' must be an integer >= 0, got {value!r}")
     if "hold_headers" in values and not isinstance(values["hold_headers"], bool):
         raise ValueError(f"'hold_headers' must be true or false, got {values['hold_headers']!r}")
+    check_batch_values(values)
 
 
 CONTROL_KEYS = frozenset(f.name for f in fields(Faults)) | {"reset_stats"}

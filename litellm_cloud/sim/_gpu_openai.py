@@ -16,6 +16,7 @@ import json
 import math
 import re
 import struct
+import time
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -241,3 +242,10 @@ def embeddings_body(rid: str, created: int, model: str, vectors: list[list[float
         data.append({"index": i, "object": "embedding", "embedding": emb})
     return dumps({"id": rid, "object": "list", "created": created, "model": model, "data": data,
                   "usage": {"prompt_tokens": prompt, "total_tokens": prompt, "completion_tokens": 0}})
+
+
+def model_list(model: str, max_model_len: int) -> bytes:
+    """vLLM's ``GET /v1/models`` body for a server serving ``model``."""
+    return dumps({"object": "list", "data": [{
+        "id": model, "object": "model", "created": int(time.time()), "owned_by": "vllm",
+        "root": model, "parent": None, "max_model_len": max_model_len, "permission": []}]})  # fmt: skip

@@ -1,8 +1,8 @@
 """One simulated vLLM server at run time: its routes, timing, faults, statistics and listener.
 
-Timing: token 0 leaves ``ttft_ms`` after the request, token i ``i / tokens_per_s`` after token 0; a
-non-streaming answer leaves with the last token. Tokens that fall due together go out in one write
-(still one SSE event each), so high speeds cost no extra wake-ups.
+Timing: token 0 leaves ``ttft_ms`` after the request, token i ``i / tokens_per_s`` after token 0 (the
+batch's share when saturating, ``_batch``); a non-streaming answer leaves with the last token. Tokens due
+together go out in one write (one SSE event each), so high speeds cost no extra wake-ups.
 
 Faults are read at every step, so a mode change reaches requests already in flight: crash and down
 reset their connections at the next token, hang holds them until the mode changes again.
@@ -21,11 +21,14 @@ from typing import Any
 
 from . import _gpu_openai as oa
 from . import _gpu_validate as check
+from . import _vllm_metrics
+from ._batch import Batch, request_priority
 from ._gpu_config import Faults, SimServer, parse_control
 from ._gpu_http import Connection, Request
 
 _ROUTES = {"/v1/chat/completions": ("chat", "POST"), "/v1/completions": ("completions", "POST"),
-           "/v1/embeddings": ("embeddings", "POST"), "/v1/models": ("models", "GET"), "/health": ("health", "GET")}
+           "/v1/embeddings": ("embeddings", "POST"), "/v1/models": ("models", "GET"), "/health": ("health", "GET"),
+           "/metrics": ("metrics", "GET")}
 _GENERATE = ("chat", "completions")  # endpoints that generate tokens (and may stream)
 _INFERENCE = (*_GENERATE, "embeddings")
 _STOPPING = ("hang", "crash", "down")
@@ -43,15 +46,14 @@ class SimServerState:
         self.listener: asyncio.base_events.Server | None = None
         self.stats: dict[str, Counter[str]] = {}
         self.tokens = Counter[str]()
+        self.batch = Batch(self.faults, spec.max_model_len)
         self._rng = rng
         self._strict = strict_model
         self._changed: asyncio.Future[None] | None = None
         self._seq = 0
         self._id_prefix = os.urandom(3).hex()
         self._headers = b"x-sim-server: %s\r\n" % spec.name.encode()
-        self._models_body = oa.dumps({"object": "list", "data": [{
-            "id": spec.model, "object": "model", "created": int(time.time()), "owned_by": "vllm",
-            "root": spec.model, "parent": None, "max_model_len": spec.max_model_len, "permission": []}]})
+        self._models_body = oa.model_list(spec.model, spec.max_model_len)
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def listen(self) -> None:
@@ -81,6 +83,7 @@ class SimServerState:
         if changes.pop("reset_stats", False):
             self.stats.clear()
             self.tokens.clear()
+            self.batch.reset()
         old = self.faults.mode
         for key, value in changes.items():
             setattr(self.faults, key, value)
@@ -102,13 +105,11 @@ class SimServerState:
         return {"server": self.spec.name, "host": self.host, "port": self.port, "model": self.spec.model,
                 **asdict(self.faults), "listening": self.listener is not None,
                 "connections": len(self.connections),
-                "requests": {ep: dict(c) for ep, c in self.stats.items()}, "tokens": dict(self.tokens)}
+                "requests": {ep: dict(c) for ep, c in self.stats.items()}, "tokens": dict(self.tokens),
+                **self.batch.state()}
 
     def _count(self, endpoint: str, outcome: str) -> None:
-        counter = self.stats.get(endpoint)
-        if counter is None:
-            counter = self.stats[endpoint] = Counter()
-        counter[outcome] += 1
+        self.stats.setdefault(endpoint, Counter())[outcome] += 1
 
     async def _mode_change(self) -> None:
         if self._changed is None:
@@ -148,12 +149,15 @@ class SimServerState:
             return self._generate(conn, req, endpoint)
         if endpoint == "embeddings":
             return self._embeddings(conn, req)
+        if endpoint == "metrics":
+            self._count(endpoint, self.faults.metrics)
+            return _vllm_metrics.serve(conn, self.faults.metrics, self.spec.name, self._metrics_body)
         self._count(endpoint, "ok")
-        if endpoint == "models":
-            conn.send(200, self._models_body)
-        else:
-            conn.send(200, b"", b"text/plain")
+        conn.send(200, *((self._models_body,) if endpoint == "models" else (b"", b"text/plain")))
         return None
+
+    def _metrics_body(self) -> bytes:
+        return _vllm_metrics.render(self.batch, self.spec.model, self.tokens["prompt"], self.tokens["completion"])
 
     def _refuse(self, conn: Connection, endpoint: str, mode: str) -> None:
         if mode == "busy":
@@ -212,11 +216,11 @@ class SimServerState:
             if not isinstance(stream, bool) or not isinstance(options, dict):
                 raise oa.BadRequest("'stream' must be a boolean and 'stream_options' an object")
             n = max_tokens or self.spec.default_max_tokens
-            if n_prompt + n > self.spec.max_model_len:
-                raise oa.BadRequest(
-                    f"This model's maximum context length is {self.spec.max_model_len} tokens. However, you "
-                    f"requested {n_prompt + n} tokens ({n_prompt} in the messages, {n} in the completion). "
-                    "Please reduce the length of the messages or completion.", param="messages")
+            try:
+                priority = request_priority(data, self.faults.scheduling_policy)
+            except ValueError as exc:
+                raise oa.BadRequest(str(exc), param="priority") from None
+            check.check_context(n_prompt, n, self.spec.max_model_len)
         except oa.BadRequest as exc:
             self._bad(conn, endpoint, exc)
             return None
@@ -228,15 +232,17 @@ class SimServerState:
         rid, created = self._next_id("chatcmpl" if chat else "cmpl"), int(time.time())
         if stream:
             writer = oa.ChunkWriter(rid, created, self.spec.model, text=not chat)
-            return self._stream(conn, endpoint, writer, tokens, finish, n_prompt, bool(options.get("include_usage")))
+            work = self._stream(conn, endpoint, rid, writer, tokens, finish, n_prompt, bool(options.get("include_usage")))
+            return self.batch.run(rid, n_prompt, priority, work)
         answer = oa.chat_completion if chat else oa.text_completion
         body = answer(rid, created, self.spec.model, oa.join_tokens(tokens), finish, n_prompt, n)
         delay = self._duration(n)
-        if delay <= 0 and self.faults.mode == "ok":
+        if delay <= 0 and self.faults.mode == "ok" and not self.faults.max_num_seqs:
+            self.batch.priorities[priority] += 1
             self._answered(endpoint, n_prompt, n)
             conn.send(200, body)
             return None
-        return self._generate_later(conn, endpoint, body, delay, n_prompt, n)
+        return self.batch.run(rid, n_prompt, priority, self._generate_later(conn, endpoint, body, delay, n_prompt, n))
 
     def _duration(self, n: int) -> float:
         tps = self.faults.tokens_per_s
@@ -268,8 +274,8 @@ class SimServerState:
             self._count(endpoint, "cancelled")
             raise
 
-    async def _stream(self, conn: Connection, endpoint: str, chunks: oa.ChunkWriter, tokens: list[bytes],
-                      finish: str, n_prompt: int, include_usage: bool) -> None:
+    async def _stream(self, conn: Connection, endpoint: str, rid: str, chunks: oa.ChunkWriter,
+                      tokens: list[bytes], finish: str, n_prompt: int, include_usage: bool) -> None:
         loop = asyncio.get_running_loop()
         faults = self.faults
         n = len(tokens)
@@ -284,6 +290,8 @@ class SimServerState:
                 await asyncio.sleep(ttft)
             if held:
                 conn.start_stream()
+            self.batch.first_token(rid)
+            rate = self.batch.rate(faults.tokens_per_s)
             events = [chunks.role()]
             while sent < n:
                 if faults.mode in _STOPPING and sent >= faults.fault_after_tokens:
@@ -296,12 +304,15 @@ class SimServerState:
                     tps = faults.tokens_per_s
                     t0 = loop.time() - (sent / tps if tps > 0 else 0.0)  # resume without a burst
                     continue
-                tps = faults.tokens_per_s
+                tps = self.batch.rate(faults.tokens_per_s)
+                if tps != rate:  # the batch changed size: go on at the new share from here
+                    t0, rate = loop.time() - (sent / tps if tps > 0 else 0.0), tps
                 due = n if tps <= 0 else min(n, int((loop.time() - t0) * tps) + 1)
                 if faults.mode in _STOPPING:
                     due = min(due, faults.fault_after_tokens)
                 events.extend(chunks.token(t) for t in tokens[sent:due])
                 sent = max(sent, due)
+                self.batch.grow(rid, n_prompt + sent)
                 if sent < n:
                     if events:
                         conn.write_events(events)

@@ -3,8 +3,8 @@
 vLLM validates a request with pydantic (``ChatCompletionRequest``, ``CompletionRequest``) and then with
 ``SamplingParams``; either failure is a ``400`` in the OpenAI error shape (``_gpu_openai.error_body``).
 Checked here: the message roles, the sampling fields' types and ranges, ``n``, ``stop``, and the
-completions ``prompt``. The context check (prompt + completion past ``max_model_len``) lives with the
-token counting in ``_gpu_server``.
+completions ``prompt``, and the context (prompt + completion past ``max_model_len``, once ``_gpu_server``
+has counted the prompt's tokens).
 
 Not simulated: ``n > 1`` (vLLM samples several choices; the simulator answers ``400`` rather than
 pretend), tool schemas and chat templates.
@@ -100,3 +100,14 @@ def completion_prompt(prompt: Any) -> tuple[int, str]:
     if isinstance(prompt, list) and len(prompt) > 1:
         raise BadRequest("batched prompts are not simulated: send one prompt per request", param="prompt")
     raise BadRequest("'prompt' must be a string or a list of token ids", param="prompt")
+
+
+def check_context(n_prompt: int, n_completion: int, max_model_len: int) -> None:
+    """vLLM's refusal of a prompt and completion that do not fit the model's context."""
+    if n_prompt + n_completion > max_model_len:
+        raise BadRequest(
+            f"This model's maximum context length is {max_model_len} tokens. However, you requested "
+            f"{n_prompt + n_completion} tokens ({n_prompt} in the messages, {n_completion} in the completion). "
+            "Please reduce the length of the messages or completion.",
+            param="messages",
+        )

@@ -1,0 +1,191 @@
+"""When the fleet is full: queue-aware routing and paying tiers first, against simple-shuffle, in one run.
+
+    .venv/bin/python bench/bench_fleet.py [--seconds 20]
+
+Two identical simulated fleets (4 SFW servers each saturating like vLLM: ``max_num_seqs`` 4, a shared
+decode rate, priority scheduling available) and two proxies, loaded at the same time with the same
+open-loop (Poisson) arrivals, so the machine's noise hits both alike:
+
+- **ours**: ``queue_routing`` + ``vllm_priority`` on, Free refused at ``fleet_busy_at``;
+- **shuffle**: ``simple-shuffle``, no priority, no refusals (the fleet before issue 16).
+
+Phase 1, mixed answer lengths (2-64 tokens) and prompt lengths at ~70% of capacity: p95 TTFT.
+Phase 2, Premium alone (its unloaded TTFT), then a Free flood at twice the group's capacity plus the same
+steady Premium traffic: Premium p99 TTFT, and what Free got (served, ``fleet_busy``, timeouts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._harness import machine
+from tests.support import FLEET_FILE, SimFleet, chat, render_test_config, start_backend, start_proxy
+
+FREE = "hc-sk-benchfleetfree0000000000000000000"
+PREMIUM = "hc-sk-benchfleetpremium000000000000000"
+SFW = [f"gpu-{i}" for i in range(1, 5)]
+LIMITS = {"rpm": 10_000_000, "tpm": 1_000_000_000, "daily_tokens": 10**12, "max_parallel": 10_000,
+          "model_groups": ["heartcode-chat-sfw", "heartcode-chat-nsfw", "heartcode-embed"]}  # fmt: skip
+SERVER = {"max_num_seqs": 4, "batch_tokens_per_s": 40, "tokens_per_s": 40, "ttft_ms": 20,
+          "scheduling_policy": "priority"}  # fmt: skip
+ANSWERS = (2, 8, 32, 64)  # phase 1: mean 26.5 tokens -> ~1.5 req/s per server at 40 tokens/s
+FLOOD_TOKENS = 32  # phase 2: 1.25 req/s per server, 5 req/s for the group
+TIMEOUT = 30.0
+
+
+@dataclass
+class Outcomes:
+    ttft: dict[str, list[float]] = field(default_factory=dict)
+    codes: dict[str, Counter[str]] = field(default_factory=dict)
+
+    def add(self, kind: str, code: str, ttft: float | None) -> None:
+        self.codes.setdefault(kind, Counter())[code] += 1
+        if ttft is not None:
+            self.ttft.setdefault(kind, []).append(ttft)
+
+    def pct(self, kind: str, p: float) -> float:
+        values = sorted(self.ttft.get(kind, []))
+        return values[min(len(values) - 1, int(p / 100 * len(values)))] * 1000 if values else float("nan")
+
+
+async def _one(client: httpx.AsyncClient, key: str, body: dict[str, object], out: Outcomes, kind: str) -> None:
+    started = time.monotonic()
+    try:
+        async with client.stream("POST", "/v1/chat/completions", json=body,
+                                 headers={"authorization": f"Bearer {key}"}) as r:  # fmt: skip
+            if r.status_code != 200:
+                data = (await r.aread()).decode()
+                code = "fleet_busy" if "fleet_busy" in data else str(r.status_code)
+                out.add(kind, code, None)
+                return
+            first = None
+            async for line in r.aiter_lines():
+                if first is None and '"content"' in line:
+                    first = time.monotonic() - started
+            out.add(kind, "ok", first)
+    except httpx.TimeoutException:
+        out.add(kind, "timeout", None)
+    except httpx.HTTPError as exc:
+        out.add(kind, type(exc).__name__, None)
+
+
+async def drive(bases: dict[str, str], streams: list[tuple[str, str, float, list[int]]], seconds: float,
+                seed: int = 1) -> dict[str, Outcomes]:  # fmt: skip
+    """Open-loop arrivals: for each (kind, key, rate, answer lengths) the same schedule on every proxy."""
+    rng = random.Random(seed)
+    schedule: list[tuple[float, str, str, dict[str, object]]] = []
+    for kind, key, rate, lengths in streams:
+        t = 0.0
+        while True:
+            t += rng.expovariate(rate)
+            if t >= seconds:
+                break
+            words = " ".join(["word"] * rng.choice((8, 64, 512)))
+            body = chat("heartcode-default", words, max_tokens=rng.choice(lengths), stream=True)
+            schedule.append((t, kind, key, body))
+    schedule.sort(key=lambda item: item[0])
+    results = {name: Outcomes() for name in bases}
+    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
+    clients = {name: httpx.AsyncClient(base_url=b, timeout=TIMEOUT, limits=limits) for name, b in bases.items()}
+    tasks = []
+    start = time.monotonic()
+    for t, kind, key, body in schedule:
+        await asyncio.sleep(max(0.0, start + t - time.monotonic()))
+        tasks += [asyncio.create_task(_one(clients[n], key, body, results[n], kind)) for n in bases]
+    await asyncio.gather(*tasks)
+    for client in clients.values():
+        await client.aclose()
+    return results
+
+
+def _fleet_files(logs: Path, name: str, ours: bool) -> dict[str, str]:
+    manifest = yaml.safe_load(FLEET_FILE.read_text())
+    manifest["router"].update(queue_routing=ours, vllm_priority=ours)
+    tiers = {"tiers": {"free": {**LIMITS, "priority": 10, **({"fleet_busy_at": 2} if ours else {})},
+                       "premium": {**LIMITS, "priority": 0}}}  # fmt: skip
+    (logs / f"{name}-fleet.yaml").write_text(yaml.safe_dump(manifest))
+    (logs / f"{name}-tiers.yaml").write_text(yaml.safe_dump(tiers))
+    return {"HEARTCODE_FLEET_FILE": str(logs / f"{name}-fleet.yaml"),
+            "HEARTCODE_TIERS_FILE": str(logs / f"{name}-tiers.yaml")}  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    secs = args.seconds
+    with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
+        logs = Path(tmp)
+        procs = []
+        try:
+            backend, url = start_backend(logs, [
+                {"key": FREE, "user_id": "b-free", "tier": "free", "age_verified": True},
+                {"key": PREMIUM, "user_id": "b-premium", "tier": "premium", "age_verified": True},
+            ])  # fmt: skip
+            procs.append(backend)
+            bases, sims = {}, {}
+            for name, ours in (("ours", True), ("shuffle", False)):
+                (logs / name).mkdir()
+                sim = SimFleet(logs / name).start()
+                procs.append(sim.process)
+                sim.control("*", **SERVER)
+                sims[name] = sim
+                config = render_test_config(logs / f"{name}.yaml", sim.endpoints, timeout=TIMEOUT,
+                                            stream_timeout=TIMEOUT, routing_strategy="simple-shuffle")  # fmt: skip
+                env = {"HEARTCODE_BACKEND_URL": url, **_fleet_files(logs, name, ours)}
+                proxy, bases[name] = start_proxy(f"proxy-{name}", config, logs, env)
+                procs.append(proxy)
+            print(f"machine: {machine()}")
+            print(f"fleet: 4 servers x {SERVER}")
+            asyncio.run(drive(bases, [("warmup", PREMIUM, 4.0, [4])], 3.0))
+
+            rate1 = 0.7 * 4 * SERVER["batch_tokens_per_s"] / (sum(ANSWERS) / len(ANSWERS))
+            print(f"\n## Phase 1: mixed lengths, Poisson {rate1:.1f} req/s for {secs:.0f} s (answers {ANSWERS})")
+            p1 = asyncio.run(drive(bases, [("mixed", PREMIUM, rate1, list(ANSWERS))], secs))
+            print("| routing | served | errors | p50 TTFT ms | p95 TTFT ms | p99 TTFT ms |\n|---|---|---|---|---|---|")
+            for name, out in p1.items():
+                codes = out.codes.get("mixed", Counter())
+                print(f"| {name} | {codes['ok']} | {sum(codes.values()) - codes['ok']} | {out.pct('mixed', 50):.0f} |"
+                      f" {out.pct('mixed', 95):.0f} | {out.pct('mixed', 99):.0f} |")
+            ratio1 = p1["ours"].pct("mixed", 95) / p1["shuffle"].pct("mixed", 95)
+            print(f"- ours p95 / shuffle p95: **{ratio1:.2f}** (target <= 0.6)")
+
+            capacity = 4 * SERVER["batch_tokens_per_s"] / FLOOD_TOKENS
+            premium_rate = 1.5
+            time.sleep(3)
+            print(f"\n## Phase 2: Premium {premium_rate} req/s (16 tokens) alone, then with a Free flood of "
+                  f"{2 * capacity:.0f} req/s ({FLOOD_TOKENS} tokens; group capacity ~{capacity:.0f} req/s)")
+            alone = asyncio.run(drive(bases, [("premium", PREMIUM, premium_rate, [16])], secs / 2, seed=2))
+            time.sleep(2)
+            flood = asyncio.run(drive(bases, [("premium", PREMIUM, premium_rate, [16]),
+                                              ("free", FREE, 2 * capacity, [FLOOD_TOKENS])], secs, seed=3))  # fmt: skip
+            print("| routing | Premium alone p99 ms | Premium in flood p50 / p99 ms | p99 ratio | Premium errors |"
+                  " Free outcomes |\n|---|---|---|---|---|---|")
+            for name in bases:
+                a, f = alone[name], flood[name]
+                pcodes = f.codes.get("premium", Counter())
+                ratio = f.pct("premium", 99) / a.pct("premium", 99)
+                print(f"| {name} | {a.pct('premium', 99):.0f} | {f.pct('premium', 50):.0f} / {f.pct('premium', 99):.0f}"
+                      f" | **{ratio:.2f}** | {sum(pcodes.values()) - pcodes['ok']} | {dict(f.codes.get('free', {}))} |")
+            print("- target: ours Premium p99 in flood <= 1.5x its unloaded p99; Free refused with fleet_busy")
+        finally:
+            for proc in reversed(procs):
+                proc.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
