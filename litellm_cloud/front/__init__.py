@@ -1,5 +1,6 @@
 """What stands in front of LiteLLM's own handlers, wrapped around its ASGI app when the gateway mounts.
 
+    _asgi.py     the ASGI types and HttpMiddleware, the base of the middlewares below
     body.py      the body guard: our POST routes take one JSON object, UTF-8, under a size limit
     headers.py   internal response headers (upstream address, cost, spend, provider headers) removed
     restore.py   our refusal restored where a LiteLLM handler rebuilt it (``POST /v1/completions``)

@@ -17,17 +17,11 @@ route's main field (``REQUIRED_FIELD``), or with a field LiteLLM handles itself 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .._edge import to_response
 from .._errors import BadRequest, GatewayError, RequestTooLarge
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from ._asgi import ASGIApp, Message, Receive, Scope, Send
 
 #: The size limit, the same as nginx's default ``NGINX_BODY_LIMIT`` (10m), so both ports refuse alike.
 MAX_BODY_BYTES = 10 * 1024 * 1024

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from .body import ASGIApp, Message, Receive, Scope, Send
+from ._asgi import HttpMiddleware, Message, Receive, Scope, Send
 
 #: The LiteLLM headers a client may see.
 KEPT = frozenset({b"x-litellm-call-id", b"x-litellm-model-id"})
@@ -30,16 +30,10 @@ def is_internal_header(name: bytes | str) -> bool:
     return raw.startswith(_INTERNAL_PREFIXES) and raw not in KEPT
 
 
-class HeaderFilter:
+class HeaderFilter(HttpMiddleware):
     """ASGI middleware: drops ``is_internal_header`` headers from every response."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
 
         incoming = next((v for k, v in scope.get("headers", []) if k.lower() == b"x-request-id"), b"")
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..auth.hook import litellm_refusal
 from ..identity import key_hash
-from .body import ASGIApp, Message, Receive, Scope, Send
+from ._asgi import HttpMiddleware, Message, Receive, Scope, Send
 
 log = logging.getLogger("litellm_cloud.front")
 
@@ -53,16 +53,10 @@ def error_code(body: bytes) -> str:
     return str(code)[:60] if code is not None else "-"
 
 
-class RefusalLog:
+class RefusalLog(HttpMiddleware):
     """ASGI middleware: logs each answer with status >= 400 on one line."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         status = 0
         call_id = ""
         body = bytearray()

@@ -11,21 +11,15 @@ from __future__ import annotations
 import json
 
 from .._edge import refusal_slot
-from .body import ASGIApp, Message, Receive, Scope, Send
+from ._asgi import HttpMiddleware, Message, Receive, Scope, Send
 
 _REPLACED = (b"content-length", b"content-type", b"retry-after")
 
 
-class RefusalRestore:
+class RefusalRestore(HttpMiddleware):
     """ASGI middleware: puts the request's remembered refusal in place of LiteLLM's error answer."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         with refusal_slot() as slot:
             held: Message | None = None
 
