@@ -221,6 +221,7 @@ class _HostModel(pydantic.BaseModel):
     known_hosts: str
     user: str | None = None
     identity_file: str | None = None
+    bind_address: str | None = None  # where its listeners bind on that host; default the top-level one
 
 
 class _FileModel(pydantic.BaseModel):
@@ -358,6 +359,7 @@ def load_tunnels(
         assert user is not None and identity is not None  # _cloud_hosts checked
         config = replace(
             shared, host=entry.host, port=entry.port, user=user, name=entry.name or "",
+            bind_address=entry.bind_address or model.bind_address,
             identity_file=_resolve_path(identity, base, env, "identity_file"),
             known_hosts=_resolve_path(entry.known_hosts, base, env, "known_hosts"),
         )
