@@ -373,9 +373,9 @@ def _check_hosts(path: Path, configs: list[TunnelConfig]) -> None:
     labels: set[str] = set()
     addresses: set[tuple[str, int]] = set()
     for config in configs:
-        if config.label in labels:
-            raise ConfigError(f"{path}: two cloud hosts are named {config.label}")
         if (config.host, config.port) in addresses:
             raise ConfigError(f"{path}: {config.host_label} is listed twice under hosts:")
+        if config.label in labels:
+            raise ConfigError(f"{path}: two cloud hosts are named {config.label}")
         labels.add(config.label)
         addresses.add((config.host, config.port))
