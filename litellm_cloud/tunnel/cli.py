@@ -1,7 +1,7 @@
 """``litellm-cloud tunnel [run|status]``: parse, build the config, call the library, map errors to exit
 codes. The only place in the tunnel package that reads the process environment or installs signals.
 
-Exit codes: 0 ok; 1 ``status``: tunnel running but not every forward is up; 2 configuration error;
+Exit codes: 0 ok; 1 ``status``: tunnel running but not every forward of every cloud host is up; 2 configuration error;
 3 ``status``: no running tunnel.
 """
 
@@ -15,16 +15,19 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import paramiko
+
 from .._errors import ConfigError
-from .config import TunnelConfig, load_config, parse_listen
+from .config import TunnelSet, load_tunnels, parse_listen
 from .connection import load_identity
 from .errors import NeedsOperator
+from .runner import Runner
 from .sdnotify import Notifier
-from .status import TunnelStatus, read_status, render_prometheus, render_text
-from .supervisor import Supervisor
+from .status import all_up, host_snapshots, read_status, render_prometheus, render_text
 
 if TYPE_CHECKING:
     from ..observability.exposition import MetricsServer
@@ -87,23 +90,24 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("paramiko").setLevel(logging.WARNING)
 
 
-def _load(args: argparse.Namespace) -> TunnelConfig:
+def _load(args: argparse.Namespace) -> TunnelSet:
     overrides: dict[str, Any] = {}
     if args.status_file is not None:
         overrides["status_file"] = args.status_file
     if args.metrics_listen is not None:
         overrides["metrics_listen"] = parse_listen(args.metrics_listen)
-    return load_config(args.config or DEFAULT_CONFIG, env=os.environ, fleet=args.fleet, overrides=overrides)
+    return load_tunnels(args.config or DEFAULT_CONFIG, env=os.environ, fleet=args.fleet, overrides=overrides)
 
 
-def _serve_metrics(config: TunnelConfig, status: TunnelStatus, log: logging.Logger) -> MetricsServer | None:
-    if config.metrics_listen is None:
+def _serve_metrics(tunnels: TunnelSet, snapshot: Callable[[], dict[str, Any]],
+                   log: logging.Logger) -> MetricsServer | None:
+    if tunnels.metrics_listen is None:
         return None
-    host, port = config.metrics_listen
+    host, port = tunnels.metrics_listen
     from ..observability.exposition import serve_metrics  # only when asked for (prometheus_client)
 
     try:
-        server = serve_metrics(lambda: render_prometheus(status.snapshot()).encode(), host, port)
+        server = serve_metrics(lambda: render_prometheus(snapshot()).encode(), host, port)
     except OSError as exc:
         # The tunnel matters more than its metrics: keep the forwards up, say so loudly (and the
         # scrape target shows down in Prometheus).
@@ -117,13 +121,16 @@ def _run(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
     log = logging.getLogger("litellm_cloud.tunnel")
     try:
-        config = _load(args)
-        identity = load_identity(config.identity_file)
+        tunnels = _load(args)
+        identities: dict[Path, paramiko.PKey] = {}
+        for host in tunnels.hosts:
+            if host.identity_file not in identities:
+                identities[host.identity_file] = load_identity(host.identity_file)
     except (ConfigError, NeedsOperator) as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
-    if config.status_file is not None:
-        config.status_file.parent.mkdir(parents=True, exist_ok=True)
+    if tunnels.status_file is not None:
+        tunnels.status_file.parent.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -133,10 +140,10 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     notifier = Notifier.from_env(os.environ)
-    supervisor = Supervisor(config, identity, stop=stop, notifier=notifier)
-    metrics = _serve_metrics(config, supervisor.status, log)
+    runner = Runner(tunnels, identities, stop=stop, notifier=notifier)
+    metrics = _serve_metrics(tunnels, runner.snapshot, log)
     try:
-        return supervisor.run()
+        return runner.run()
     finally:
         if metrics is not None:
             metrics.close()
@@ -154,8 +161,7 @@ def _status_path(args: argparse.Namespace) -> Path:
     # `status` runs in an admin's shell, not under systemd: credential: paths only need to resolve,
     # they are never read here.
     env = {"CREDENTIALS_DIRECTORY": "/run/credentials/litellm-tunnel.service", **os.environ}
-    config = load_config(path, env=env, fleet=args.fleet)
-    return config.status_file or DEFAULT_STATUS_FILE
+    return load_tunnels(path, env=env, fleet=args.fleet).status_file or DEFAULT_STATUS_FILE
 
 
 def _pid_alive(pid: int) -> bool:
@@ -184,8 +190,9 @@ def _status(args: argparse.Namespace) -> int:
         return EXIT_NOT_RUNNING
     running = snap["state"] != "stopped" and _pid_alive(int(snap["pid"]))
     if not running and snap["state"] != "stopped":
-        snap["state"] = "stopped"
-        snap["last_error"] = f"process {snap['pid']} is gone (status file is stale)"
+        for part in {id(snap): snap, **{id(h): h for h in host_snapshots(snap)}}.values():
+            part["state"] = "stopped"
+            part["last_error"] = f"process {snap['pid']} is gone (status file is stale)"
     if args.format == "json":
         print(json.dumps(snap, indent=1))
     elif args.format == "prometheus":
@@ -194,5 +201,4 @@ def _status(args: argparse.Namespace) -> int:
         print(render_text(snap, time.time()))
     if not running:
         return EXIT_NOT_RUNNING
-    all_up = snap["state"] == "up" and all(f["state"] == "up" for f in snap["forwards"])
-    return EXIT_OK if all_up else EXIT_DEGRADED
+    return EXIT_OK if all_up(snap) else EXIT_DEGRADED

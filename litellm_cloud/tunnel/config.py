@@ -2,7 +2,7 @@
 manifest), then passed in.
 
 The file names the cloud host, the key, the pinned known_hosts file and, unless ``fleet`` points at the
-fleet manifest, the forwards themselves::
+fleet manifest, the forwards themselves (``load_config``: one host, the original format)::
 
     host: cloud.example.com
     port: 22
@@ -12,6 +12,16 @@ fleet manifest, the forwards themselves::
     fleet: /etc/litellm-cloud/fleet.yaml     # forwards from the manifest ...
     forwards:                                # ... and/or listed here
       - {name: backend, remote_port: 8000, target: "127.0.0.1:8000"}
+
+Several cloud hosts (``load_tunnels``; one ``TunnelConfig`` and one supervised connection each, every
+host gets every forward) are listed under ``hosts:`` instead of the top-level ``host``/``port``/
+``known_hosts``; ``user`` and ``identity_file`` at the top level are defaults an entry may override::
+
+    user: tunnel
+    identity_file: credential:tunnel-key
+    hosts:
+      - {name: cloud-a, host: a.example.com, known_hosts: credential:known-hosts-a}
+      - {name: cloud-b, host: b.example.com, port: 2222, known_hosts: credential:known-hosts-b}
 """
 
 from __future__ import annotations
@@ -93,6 +103,13 @@ class TunnelConfig:
     tcp_user_timeout: float | None = None
     # (host, port) to serve Prometheus ``/metrics`` on; None: no HTTP listener.
     metrics_listen: tuple[str, int] | None = None
+    # The host's name in status rows, logs and the metrics' ``host`` label; "": ``host_label``.
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        """The name this host goes by in status, logs and metrics."""
+        return self.name or self.host_label
 
     @property
     def host_label(self) -> str:
@@ -112,6 +129,29 @@ class TunnelConfig:
     def with_forwards(self, forwards: Iterable[Forward]) -> TunnelConfig:
         """A copy with ``forwards`` (checked for duplicate ports and names)."""
         return replace(self, forwards=check_forwards(tuple(forwards)))
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelSet:
+    """One ``TunnelConfig`` per cloud host, built once by ``load_tunnels``. The process-wide settings
+    (status file, metrics listener, READY timeout) are file-level, so every host carries the same."""
+
+    hosts: tuple[TunnelConfig, ...]
+
+    @property
+    def status_file(self) -> Path | None:
+        """Where the combined status of every host is written."""
+        return self.hosts[0].status_file
+
+    @property
+    def metrics_listen(self) -> tuple[str, int] | None:
+        """Where the process serves ``/metrics`` for every host."""
+        return self.hosts[0].metrics_listen
+
+    @property
+    def ready_timeout(self) -> float:
+        """Seconds after which READY is sent even if some host is not up."""
+        return self.hosts[0].ready_timeout
 
 
 def check_forwards(forwards: tuple[Forward, ...]) -> tuple[Forward, ...]:
@@ -171,13 +211,28 @@ class _ReconnectModel(pydantic.BaseModel):
     jitter: float = pydantic.Field(default=_RECONNECT["jitter"], ge=0, le=1)
 
 
-class _FileModel(pydantic.BaseModel):
+class _HostModel(pydantic.BaseModel):
+    """One entry of ``hosts:``: its own address and pinned host key (required: no host goes unpinned)."""
+
     model_config = pydantic.ConfigDict(extra="forbid")
+    name: str | None = pydantic.Field(default=None, pattern=r"^[A-Za-z0-9_.:\[\]-]{1,64}$")
     host: str
     port: int = pydantic.Field(default=_TUNNEL["port"], gt=0, lt=65536)
-    user: str
-    identity_file: str
     known_hosts: str
+    user: str | None = None
+    identity_file: str | None = None
+    bind_address: str | None = None  # where its listeners bind on that host; default the top-level one
+
+
+class _FileModel(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    # Required in the one-host form; with hosts: each entry names its own (checked in _cloud_hosts).
+    host: str | None = None
+    port: int | None = pydantic.Field(default=None, gt=0, lt=65536)
+    user: str | None = None
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    hosts: list[_HostModel] | None = pydantic.Field(default=None, min_length=1)
     bind_address: str = _TUNNEL["bind_address"]
     client_id: str = _TUNNEL["client_id"]
     session_command: str = _TUNNEL["session_command"]
@@ -224,6 +279,26 @@ def _resolve_path(raw: str, base: Path, env: Mapping[str, str], what: str) -> Pa
     return path if path.is_absolute() else base / path
 
 
+def _cloud_hosts(path: Path, model: _FileModel) -> list[_HostModel]:
+    """The file's cloud hosts: the ``hosts:`` entries, or the one host of the top-level keys."""
+    if model.hosts is None:
+        missing = [k for k in ("host", "user", "identity_file", "known_hosts") if getattr(model, k) is None]
+        if missing:
+            raise ConfigError(f"{path}: {', '.join(missing)}: required (or list the cloud hosts under hosts:)")
+        assert model.host is not None and model.known_hosts is not None
+        return [_HostModel(host=model.host, port=model.port or _TUNNEL["port"], known_hosts=model.known_hosts,
+                           user=model.user, identity_file=model.identity_file)]
+    given = [k for k in ("host", "port", "known_hosts") if getattr(model, k) is not None]
+    if given:
+        raise ConfigError(f"{path}: {', '.join(given)}: give them in each entry of hosts: instead "
+                          "(each cloud host has its own address and pinned key)")
+    for i, entry in enumerate(model.hosts):
+        for key in ("user", "identity_file"):
+            if getattr(entry, key) is None and getattr(model, key) is None:
+                raise ConfigError(f"{path}: hosts.{i}.{key}: not set there nor at the top level")
+    return model.hosts
+
+
 def load_config(
     path: Path,
     *,
@@ -231,9 +306,25 @@ def load_config(
     fleet: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> TunnelConfig:
-    """Build the config from ``path``; forwards come from ``fleet`` (or the file's ``fleet:``) plus the
-    file's ``forwards:``. ``env`` supplies ``CREDENTIALS_DIRECTORY``; ``overrides`` replaces fields."""
+    """The config of a one-host file (``load_tunnels`` for any number of hosts)."""
+    tunnels = load_tunnels(path, env=env, fleet=fleet, overrides=overrides)
+    if len(tunnels.hosts) != 1:
+        raise ConfigError(f"{path}: lists {len(tunnels.hosts)} cloud hosts; load it with load_tunnels")
+    return tunnels.hosts[0]
+
+
+def load_tunnels(
+    path: Path,
+    *,
+    env: Mapping[str, str],
+    fleet: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> TunnelSet:
+    """Build one config per cloud host from ``path``; forwards come from ``fleet`` (or the file's
+    ``fleet:``) plus the file's ``forwards:``, the same for every host. ``env`` supplies
+    ``CREDENTIALS_DIRECTORY``; ``overrides`` replaces fields of every host's config."""
     model = load_model(path, _FileModel)
+    hosts = _cloud_hosts(path, model)
     base = path.resolve().parent
     if not _CLIENT_ID.match(model.client_id):
         raise ConfigError(f"{path}: client_id must match {_CLIENT_ID.pattern}")
@@ -245,12 +336,9 @@ def load_config(
         forwards = load_manifest(fleet_path).tunnel_forwards() + forwards
     if not forwards:
         raise ConfigError(f"{path}: no forwards: list them under forwards: or point fleet: at fleet.yaml")
-    config = TunnelConfig(
-        host=model.host,
-        port=model.port,
-        user=model.user,
-        identity_file=_resolve_path(model.identity_file, base, env, "identity_file"),
-        known_hosts=_resolve_path(model.known_hosts, base, env, "known_hosts"),
+    # Everything but the host's own address, user, key and pin: the same for every host.
+    shared = TunnelConfig(
+        host="", user="", identity_file=Path(), known_hosts=Path(),
         forwards=check_forwards(tuple(forwards)),
         bind_address=model.bind_address,
         client_id=model.client_id,
@@ -265,4 +353,29 @@ def load_config(
         tcp_user_timeout=model.tcp_user_timeout,
         metrics_listen=parse_listen(model.metrics_listen) if model.metrics_listen else None,
     )
-    return replace(config, **dict(overrides)) if overrides else config
+    configs: list[TunnelConfig] = []
+    for entry in hosts:
+        user, identity = entry.user or model.user, entry.identity_file or model.identity_file
+        assert user is not None and identity is not None  # _cloud_hosts checked
+        config = replace(
+            shared, host=entry.host, port=entry.port, user=user, name=entry.name or "",
+            bind_address=entry.bind_address or model.bind_address,
+            identity_file=_resolve_path(identity, base, env, "identity_file"),
+            known_hosts=_resolve_path(entry.known_hosts, base, env, "known_hosts"),
+        )
+        configs.append(replace(config, **dict(overrides)) if overrides else config)
+    _check_hosts(path, configs)
+    return TunnelSet(tuple(configs))
+
+
+def _check_hosts(path: Path, configs: list[TunnelConfig]) -> None:
+    """Two entries for one server (or one name) would fight over the same ports and status rows."""
+    labels: set[str] = set()
+    addresses: set[tuple[str, int]] = set()
+    for config in configs:
+        if (config.host, config.port) in addresses:
+            raise ConfigError(f"{path}: {config.host_label} is listed twice under hosts:")
+        if config.label in labels:
+            raise ConfigError(f"{path}: two cloud hosts are named {config.label}")
+        labels.add(config.label)
+        addresses.add((config.host, config.port))

@@ -47,7 +47,10 @@ class Notifier:
         payload = "\n".join(f"{k}={v}" for k, v in fields.items()).encode()
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # Non-blocking: a reader that stopped reading (full queue) must not stall the main loop,
+                # which keeps every host's status and the watchdog going; the message is dropped instead.
+                self._sock = socket.socket(socket.AF_UNIX,
+                                           socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
             self._sock.sendto(payload, address)
             return True
         except OSError as exc:

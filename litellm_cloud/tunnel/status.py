@@ -1,7 +1,8 @@
 """What the tunnel is doing, kept in one thread-safe object and written to a JSON file.
 
 ``TunnelStatus`` is updated by the supervisor (connection state, reconnects) and by the dispatcher's
-pumps (bytes, connections). ``snapshot()`` is a plain dict; ``write_status``/``read_status`` move it
+pumps (bytes, connections); there is one per cloud host. ``snapshot()`` is a plain dict and
+``combine`` joins every host's into one (``{"state", "pid", "written_at", "hosts": [...]}``); ``write_status``/``read_status`` move it
 through a file (atomically replaced) so ``litellm-cloud tunnel status`` and a metrics exporter can read
 it from another process; ``render_text`` and ``render_prometheus`` format the same snapshot.
 """
@@ -44,7 +45,9 @@ class _ForwardCounters:
 class TunnelStatus:
     """Counters and states of one tunnel process; every method may be called from any thread."""
 
-    def __init__(self, forwards: Iterable[Forward], *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, forwards: Iterable[Forward], *, host: str | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.host = host  # the cloud host's name: the ``host`` label and status rows (None: unlabelled)
         self._clock = clock
         self._lock = threading.Lock()
         now = clock()
@@ -140,6 +143,7 @@ class TunnelStatus:
         """A JSON-ready copy of everything."""
         with self._lock:
             return {
+                **({"host": self.host} if self.host is not None else {}),
                 "pid": self.pid,
                 "written_at": self._clock(),
                 "state": self._state,
@@ -151,6 +155,33 @@ class TunnelStatus:
                 "next_attempt": self._next_attempt,
                 "forwards": [asdict(f) for f in self._forwards.values()],
             }
+
+
+def combine(snapshots: list[dict[str, Any]], now: float) -> dict[str, Any]:
+    """Every host's snapshot in one. One host: its snapshot as it is (the one-host status file keeps
+    its shape). Several: ``{"pid", "written_at", "state", "hosts": [...]}`` where ``state`` is ``up``
+    when all are, ``degraded`` when some are, ``stopped`` when all have stopped, else ``down``."""
+    if len(snapshots) == 1:
+        return snapshots[0]
+    states = {s["state"] for s in snapshots}
+    if states == {"up"}:
+        state = "up"
+    elif states == {"stopped"}:
+        state = "stopped"
+    else:
+        state = "degraded" if "up" in states else "down"
+    return {"pid": os.getpid(), "written_at": now, "state": state, "hosts": snapshots}
+
+
+def host_snapshots(snap: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-host snapshots of a combined one (a one-host snapshot is its own list)."""
+    hosts: list[dict[str, Any]] = snap.get("hosts", [snap])
+    return hosts
+
+
+def all_up(snap: dict[str, Any]) -> bool:
+    """Every host connected and every forward on each up."""
+    return all(h["state"] == "up" and all(f["state"] == "up" for f in h["forwards"]) for h in host_snapshots(snap))
 
 
 def write_status(path: Path, snapshot: dict[str, Any]) -> None:
@@ -187,25 +218,31 @@ def _size(n: int) -> str:
 
 
 def render_text(snap: dict[str, Any], now: float) -> str:
-    """The table ``litellm-cloud tunnel status`` prints."""
-    lines = [
-        (f"tunnel: {snap['state']} since {_ago(now, snap['since'])}, pid {snap['pid']}, "
-         f"last connect {_ago(now, snap['last_connect'])}, reconnects {snap['reconnects']}"),
-    ]
-    if snap.get("last_error") and snap["state"] != "up":
-        lines.append(f"last error: {snap['last_error']}")
+    """The table ``litellm-cloud tunnel status`` prints: a line per cloud host, then a row per forward
+    and host."""
+    hosts = host_snapshots(snap)
+    lines = []
+    for h in hosts:
+        who = f"host {h['host']}" if "host" in h else "tunnel"
+        lines.append(f"{who}: {h['state']} since {_ago(now, h['since'])}, pid {h['pid']}, "
+                     f"last connect {_ago(now, h['last_connect'])}, reconnects {h['reconnects']}")
+        if h.get("last_error") and h["state"] != "up":
+            lines.append(f"  last error: {h['last_error']}")
+    labelled = all("host" in h for h in hosts) and len(hosts) > 1
     header = ("FORWARD", "REMOTE", "TARGET", "STATE", "SINCE", "CONNS", "TO TARGET", "FROM TARGET")
-    rows = [header]
-    for f in snap["forwards"]:
-        rows.append((
-            f["name"], str(f["remote_port"]), f["target"], f["state"], _ago(now, f["since"]),
-            f"{f['active']}/{f['connections']}", _size(f["bytes_to_target"]), _size(f["bytes_from_target"]),
-        ))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    rows = [(("HOST",) if labelled else ()) + header]
+    for h in hosts:
+        for f in h["forwards"]:
+            rows.append(((h["host"],) if labelled else ()) + (
+                f["name"], str(f["remote_port"]), f["target"], f["state"], _ago(now, f["since"]),
+                f"{f['active']}/{f['connections']}", _size(f["bytes_to_target"]), _size(f["bytes_from_target"]),
+            ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    for f in snap["forwards"]:
-        if f["state"] != "up" and f.get("last_error"):
-            lines.append(f"{f['name']}: {f['last_error']}")
+    for h in hosts:
+        for f in h["forwards"]:
+            if f["state"] != "up" and f.get("last_error"):
+                lines.append(f"{h['host'] + ' ' if labelled else ''}{f['name']}: {f['last_error']}")
     return "\n".join(lines)
 
 
@@ -214,40 +251,43 @@ def _label(value: object) -> str:
 
 
 def render_prometheus(snap: dict[str, Any]) -> str:
-    """The same snapshot in Prometheus text format (for a textfile collector or a /metrics route)."""
-    out = [
-        "# HELP litellm_tunnel_up Whether the SSH connection to the cloud host is up.",
-        "# TYPE litellm_tunnel_up gauge",
-        f"litellm_tunnel_up {1 if snap['state'] == 'up' else 0}",
-        "# HELP litellm_tunnel_connects_total SSH sessions established (the first and every reconnect).",
-        "# TYPE litellm_tunnel_connects_total counter",
-        f"litellm_tunnel_connects_total {snap['connects']}",
-        "# HELP litellm_tunnel_reconnects_total SSH sessions established after the first one.",
-        "# TYPE litellm_tunnel_reconnects_total counter",
-        f"litellm_tunnel_reconnects_total {snap['reconnects']}",
-        "# HELP litellm_tunnel_last_connect_timestamp_seconds When the current session was established.",
-        "# TYPE litellm_tunnel_last_connect_timestamp_seconds gauge",
-        f"litellm_tunnel_last_connect_timestamp_seconds {snap['last_connect'] or 0}",
+    """The same snapshot in Prometheus text format (for a textfile collector or a /metrics route);
+    every series of a named cloud host carries ``host="NAME"``."""
+    header: list[tuple[str, str, str]] = [
+        ("litellm_tunnel_up", "gauge", "Whether the SSH connection to the cloud host is up."),
+        ("litellm_tunnel_connects_total", "counter", "SSH sessions established (the first and every reconnect)."),
+        ("litellm_tunnel_reconnects_total", "counter", "SSH sessions established after the first one."),
+        ("litellm_tunnel_last_connect_timestamp_seconds", "gauge", "When the current session was established."),
+        ("litellm_tunnel_forward_up", "gauge", "Whether the forward's remote listener is up."),
+        ("litellm_tunnel_forward_refusals_total", "counter", "Forward requests the server denied."),
+        ("litellm_tunnel_forward_connections_total", "counter", "Connections through the forward."),
+        ("litellm_tunnel_forward_active_connections", "gauge", "Connections open now."),
+        ("litellm_tunnel_forward_target_failures_total", "counter", "Connections whose target refused."),
+        ("litellm_tunnel_forward_bytes_total", "counter", "Bytes moved, by direction."),
     ]
-    series: list[tuple[str, str, str, list[str]]] = [
-        ("litellm_tunnel_forward_up", "gauge", "Whether the forward's remote listener is up.", []),
-        ("litellm_tunnel_forward_refusals_total", "counter", "Forward requests the server denied.", []),
-        ("litellm_tunnel_forward_connections_total", "counter", "Connections through the forward.", []),
-        ("litellm_tunnel_forward_active_connections", "gauge", "Connections open now.", []),
-        ("litellm_tunnel_forward_target_failures_total", "counter", "Connections whose target refused.", []),
-        ("litellm_tunnel_forward_bytes_total", "counter", "Bytes moved, by direction.", []),
-    ]
-    for f in snap["forwards"]:
-        lab = f'forward="{_label(f["name"])}",remote_port="{f["remote_port"]}"'
-        series[0][3].append(f"litellm_tunnel_forward_up{{{lab}}} {1 if f['state'] == 'up' else 0}")
-        series[1][3].append(f"litellm_tunnel_forward_refusals_total{{{lab}}} {f['refusals']}")
-        series[2][3].append(f"litellm_tunnel_forward_connections_total{{{lab}}} {f['connections']}")
-        series[3][3].append(f"litellm_tunnel_forward_active_connections{{{lab}}} {f['active']}")
-        series[4][3].append(f"litellm_tunnel_forward_target_failures_total{{{lab}}} {f['failed_connections']}")
-        series[5][3].append(f'litellm_tunnel_forward_bytes_total{{{lab},direction="to_target"}} {f["bytes_to_target"]}')
-        series[5][3].append(
-            f'litellm_tunnel_forward_bytes_total{{{lab},direction="from_target"}} {f["bytes_from_target"]}'
-        )
-    for name, kind, help_text, samples in series:
-        out += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *samples]
+    samples: dict[str, list[str]] = {name: [] for name, _, _ in header}
+    for h in host_snapshots(snap):
+        host = f'host="{_label(h["host"])}"' if "host" in h else ""
+        whole = f"{{{host}}}" if host else ""
+        samples["litellm_tunnel_up"].append(f"litellm_tunnel_up{whole} {1 if h['state'] == 'up' else 0}")
+        samples["litellm_tunnel_connects_total"].append(f"litellm_tunnel_connects_total{whole} {h['connects']}")
+        samples["litellm_tunnel_reconnects_total"].append(f"litellm_tunnel_reconnects_total{whole} {h['reconnects']}")
+        samples["litellm_tunnel_last_connect_timestamp_seconds"].append(
+            f"litellm_tunnel_last_connect_timestamp_seconds{whole} {h['last_connect'] or 0}")
+        for f in h["forwards"]:
+            lab = (f"{host}," if host else "") + f'forward="{_label(f["name"])}",remote_port="{f["remote_port"]}"'
+            for name, value in (
+                ("litellm_tunnel_forward_up", 1 if f["state"] == "up" else 0),
+                ("litellm_tunnel_forward_refusals_total", f["refusals"]),
+                ("litellm_tunnel_forward_connections_total", f["connections"]),
+                ("litellm_tunnel_forward_active_connections", f["active"]),
+                ("litellm_tunnel_forward_target_failures_total", f["failed_connections"]),
+            ):
+                samples[name].append(f"{name}{{{lab}}} {value}")
+            for direction in ("to_target", "from_target"):
+                samples["litellm_tunnel_forward_bytes_total"].append(
+                    f'litellm_tunnel_forward_bytes_total{{{lab},direction="{direction}"}} {f["bytes_" + direction]}')
+    out: list[str] = []
+    for name, kind, help_text in header:
+        out += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *samples[name]]
     return "\n".join(out) + "\n"

@@ -1,10 +1,12 @@
-"""The supervisor loop: connect, request the forwards, watch the link, reconnect with backoff.
+"""The supervisor loop of one cloud host: connect, request the forwards, watch the link, reconnect
+with backoff.
 
-One SSH connection carries every forward. While it is up, the loop (on the main thread, so SIGTERM is
-seen at once) checks that the transport is alive, that a keepalive reply came within ``interval *
-count``, and in strict mode that no forward was refused; it also pings systemd's watchdog, updates
-STATUS and writes the status file. Anything wrong raises a ``TunnelError``; the connection is closed
-(so the cloud side frees the ports) and the loop waits as ``Backoff`` says before the next try.
+One SSH connection carries every forward to its host. While it is up, the loop (one thread per host,
+run by ``runner.Runner``) checks that the transport is alive, that a keepalive reply came within
+``interval * count``, and in strict mode that no forward was refused, and stamps ``heartbeat`` so the
+runner pings systemd's watchdog only while every host's loop is turning. Anything wrong raises a
+``TunnelError``; the connection is closed (so the cloud side frees the ports) and the loop waits as
+``Backoff`` says before the next try. Hosts share nothing but ``stop``: one down disturbs no other.
 """
 
 from __future__ import annotations
@@ -24,17 +26,15 @@ from .dispatcher import Dispatcher
 from .errors import ForwardRefused, SessionLost, TunnelError
 from .forwards import ForwardRequester
 from .keepalive import KeepaliveProbe
-from .sdnotify import Notifier
-from .status import TunnelStatus, write_status
+from .status import TunnelStatus
 
 log = logging.getLogger(__name__)
 
-STATUS_WRITE_INTERVAL = 1.0
 REPEAT_LOG_INTERVAL = 60.0
 
 
 class Supervisor:
-    """Keeps the tunnel up until ``stop`` is set; ``run()`` returns the process exit code."""
+    """Keeps the tunnel to one cloud host up until ``stop`` is set; ``run()`` returns 0."""
 
     def __init__(
         self,
@@ -42,7 +42,6 @@ class Supervisor:
         identity: paramiko.PKey,
         *,
         stop: threading.Event,
-        notifier: Notifier | None = None,
         status: TunnelStatus | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -51,24 +50,19 @@ class Supervisor:
         self.config = config
         self.identity = identity
         self.stop = stop
-        self.notifier = notifier or Notifier(None)
-        self.status = status or TunnelStatus(config.forwards, clock=wall)
+        self.status = status or TunnelStatus(config.forwards, host=config.label, clock=wall)
         self._clock = clock
         self._wall = wall
         self._rand = rand
         self._backoff = Backoff(config.reconnect, rand)
         self._tick_interval = min(0.25, config.keepalive.interval / 4)
-        self._started = clock()
-        self._ready_sent = False
-        self._last_watchdog = 0.0
-        self._last_write = 0.0
-        self._written_version = -1
         self._last_logged: tuple[str, float] = ("", 0.0)
-        self._last_summary = ""
+        self.heartbeat = clock()  # last turn of the loop: the runner's watchdog looks at it
 
     def run(self) -> int:
         """Loop until stopped; returns 0."""
-        log.info("tunnel to %s@%s: %d forwards", self.config.user, self.config.host_label, len(self.config.forwards))
+        log.info("tunnel to %s@%s (%s): %d forwards", self.config.user, self.config.host_label, self.config.label,
+                 len(self.config.forwards))
         if self.config.command() is None:
             log.warning('session_command is empty: sshd will not set TCP_NODELAY on its side, so new '
                         'connections may stall ~40 ms (Nagle); use "true" on a cloud host without the helper')
@@ -82,9 +76,7 @@ class Supervisor:
                 log.exception("unexpected error in the tunnel session")
                 self._failed(SessionLost(f"unexpected error: {type(exc).__name__}: {exc}"))
         self.status.set_state("stopped")
-        self._write_status(force=True)
-        self.notifier.stopping()
-        log.info("tunnel stopped")
+        log.info("tunnel to %s stopped", self.config.label)
         return 0
 
     def _failed(self, exc: TunnelError) -> None:
@@ -113,6 +105,7 @@ class Supervisor:
         self._backoff.connected(self._clock())
         self.status.set_state("up")
         self._last_logged = ("", 0.0)
+        self.heartbeat = self._clock()
         log.info("connected to %s (reconnects so far: %d)", self.config.host_label,
                  self.status.snapshot()["reconnects"])
         dispatcher = Dispatcher(self.config.forwards, self.status,
@@ -135,7 +128,7 @@ class Supervisor:
                     )
                 if requester.failure:
                     raise ForwardRefused(requester.failure)
-                self._tick()
+                self.heartbeat = self._clock()
                 self.stop.wait(self._tick_interval)
         finally:
             requester.stop()
@@ -145,43 +138,7 @@ class Supervisor:
     def _wait(self, delay: float) -> None:
         deadline = self._clock() + delay
         while not self.stop.is_set():
-            self._tick()
-            left = deadline - self._clock()
-            if left <= 0:
+            self.heartbeat = now = self._clock()
+            if now >= deadline:
                 return
-            self.stop.wait(min(left, self._tick_interval))
-
-    def _tick(self) -> None:
-        """Housekeeping every tick: READY, STATUS, WATCHDOG, status file."""
-        now = self._clock()
-        summary = self.status.summary()
-        if not self._ready_sent:
-            up, total = self.status.forwards_up()
-            if up == total or now - self._started >= self.config.ready_timeout:
-                # READY once all forwards are up; after ready_timeout anyway, so a cloud host that is
-                # down at boot does not fail the unit's start (STATUS says what is missing).
-                self.notifier.ready(summary)
-                self._ready_sent = True
-                log.info("ready: %s", summary)
-        elif summary != self._last_summary:
-            self.notifier.status(summary)
-        if summary != self._last_summary:
-            log.info("status: %s", summary)
-            self._last_summary = summary
-        interval = self.notifier.watchdog_interval
-        if interval and now - self._last_watchdog >= interval:
-            self.notifier.watchdog()
-            self._last_watchdog = now
-        self._write_status()
-
-    def _write_status(self, force: bool = False) -> None:
-        path = self.config.status_file
-        if path is None:
-            return
-        version, now = self.status.version, self._clock()
-        if force or version != self._written_version or now - self._last_write >= STATUS_WRITE_INTERVAL:
-            try:
-                write_status(path, self.status.snapshot())
-            except OSError as exc:
-                log.warning("cannot write status file %s: %s", path, exc)
-            self._written_version, self._last_write = version, now
+            self.stop.wait(min(deadline - now, self._tick_interval))

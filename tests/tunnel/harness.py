@@ -61,7 +61,11 @@ class SshServer:
     """One sshd with its own keys, on ``host:port``, optionally inside network namespace ``netns``."""
 
     def __init__(self, root: Path, port: int, permit_listen: Sequence[int], client_keys: Sequence[Path], *,
-                 host: str = "127.0.0.1", netns: str | None = None, state_dir: Path | None = None) -> None:
+                 host: str = "127.0.0.1", netns: str | None = None, state_dir: Path | None = None,
+                 listen_host: str = "127.0.0.1") -> None:
+        # sshd binds forwards to loopback only with GatewayPorts no, whatever address is asked for: a
+        # second "cloud host" on this machine listens on another loopback address, so it needs
+        # clientspecified (and PermitListen still admits that address only).
         self.root, self.port, self.host, self.netns = root, port, host, netns
         root.mkdir(parents=True, exist_ok=True)
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
@@ -69,7 +73,7 @@ class SshServer:
         self.state_dir = state_dir or root / "helper-state"
         helper = f'command="{PYTHON} {HELPER} --state-dir {self.state_dir}",no-pty,no-agent-forwarding,no-X11-forwarding'
         (root / "authorized_keys").write_text("".join(f"{helper} {pubkey(k)}\n" for k in client_keys))
-        listen = " ".join(f"127.0.0.1:{p}" for p in permit_listen)
+        listen = " ".join(f"{listen_host}:{p}" for p in permit_listen)
         self.config = root / "sshd_config"
         self.config.write_text(f"""
 ListenAddress {host}:{port}
@@ -83,7 +87,7 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 PubkeyAuthentication yes
 AllowTcpForwarding remote
-GatewayPorts no
+GatewayPorts {"no" if listen_host == "127.0.0.1" else "clientspecified"}
 PermitListen {listen}
 ClientAliveInterval 0
 LogLevel VERBOSE
@@ -214,19 +218,30 @@ FAST = {
 class TunnelProcess:
     """Our tunnel (``python -m litellm_cloud.tunnel run``) with a config written for ``ssh``."""
 
-    def __init__(self, root: Path, name: str, ssh: SshServer, key: Path, forwards: Sequence[tuple[str, int, int]],
-                 *, known_hosts: str | None = None, env: dict[str, str] | None = None, **settings: Any) -> None:
+    def __init__(self, root: Path, name: str, ssh: SshServer | dict[str, tuple[SshServer, str]], key: Path,
+                 forwards: Sequence[tuple[str, int, int]], *, known_hosts: str | None = None,
+                 env: dict[str, str] | None = None, **settings: Any) -> None:
+        """``ssh``: one server (the one-host format), or {name: (server, bind address)} for ``hosts:``,
+        each entry with a known_hosts file of its own."""
         self.root = root / name
         self.root.mkdir(parents=True, exist_ok=True)
         self.status_file = self.root / "status.json"
-        kh = self.root / "known_hosts"
-        kh.write_text(ssh.known_hosts_line if known_hosts is None else known_hosts)
         config: dict[str, Any] = {
-            "host": ssh.host, "port": ssh.port, "user": "root", "identity_file": str(key),
-            "known_hosts": str(kh), "status_file": str(self.status_file), "client_id": name,
+            "user": "root", "identity_file": str(key), "status_file": str(self.status_file), "client_id": name,
             "forwards": [{"name": n, "remote_port": rp, "target": f"127.0.0.1:{tp}"} for n, rp, tp in forwards],
             **FAST,
         }
+        if isinstance(ssh, SshServer):
+            kh = self.root / "known_hosts"
+            kh.write_text(ssh.known_hosts_line if known_hosts is None else known_hosts)
+            config.update(host=ssh.host, port=ssh.port, known_hosts=str(kh))
+        else:
+            config["hosts"] = []
+            for host_name, (server, bind) in ssh.items():
+                kh = self.root / f"known_hosts-{host_name}"
+                kh.write_text(server.known_hosts_line)
+                config["hosts"].append({"name": host_name, "host": server.host, "port": server.port,
+                                        "known_hosts": str(kh), "bind_address": bind})
         config.update(settings)
         self.config = self.root / "tunnel.yaml"
         self.config.write_text(yaml.safe_dump(config))
@@ -246,12 +261,23 @@ class TunnelProcess:
         except (OSError, ValueError):
             return {"state": "none", "forwards": [], "last_error": None}
 
+    def host_status(self, name: str) -> dict[str, Any]:
+        """One cloud host's part of a several-host status file."""
+        return next((h for h in self.status().get("hosts", []) if h["host"] == name),
+                    {"state": "none", "forwards": [], "last_error": None, "connects": 0})
+
+    def host_up(self, name: str) -> bool:
+        st = self.host_status(name)
+        return st["state"] == "up" and bool(st["forwards"]) and all(f["state"] == "up" for f in st["forwards"])
+
     def states(self) -> dict[str, str]:
         return {f["name"]: f["state"] for f in self.status()["forwards"]}
 
     def all_up(self) -> bool:
-        st = self.status()
-        return st["state"] == "up" and bool(st["forwards"]) and all(f["state"] == "up" for f in st["forwards"])
+        """Every forward of every host up (one host or several)."""
+        hosts = self.status().get("hosts") or [self.status()]
+        return all(h["state"] == "up" and bool(h["forwards"]) and all(f["state"] == "up" for f in h["forwards"])
+                   for h in hosts)
 
     def wait_up(self, timeout: float = 10.0) -> float:
         """Seconds until every forward is up."""
