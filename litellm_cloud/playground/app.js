@@ -15,7 +15,7 @@
     invalid_api_key: "The key was not accepted: it is missing, not an hc-sk- key, malformed, or the account service says it is not valid (revoked or mistyped).",
     model_not_allowed: "This key's tier or account may not use that model. Models marked NSFW need an age-verified account.",
     tier_not_configured: "The account names a subscription tier this gateway does not know. This is not fixed by retrying: contact support.",
-    route_not_allowed: "This key may call the inference API only (chat, embeddings, models, usage), not that path.",
+    route_not_allowed: "This key may call the inference API only (chat, completions, responses, embeddings, models, usage), not that path.",
     model_not_found: "There is no model of that name. The model list above shows the ones this key may use.",
     rate_limited: "Too many requests or tokens in the last minute for this key's tier. Wait until the time below, then send again.",
     daily_quota_exceeded: "The tokens for today (UTC) are used up for this key's tier. The quota resets at 00:00 UTC.",
@@ -25,6 +25,8 @@
     limiter_unavailable: "The gateway cannot count usage right now, so it refuses rather than guess. Retry in a moment.",
     revocation_not_shared: "An administrator's key revocation reached only one server. (Not a customer error.)",
     auth_timeout: "The account service did not answer in time while checking the key. Retry in a moment.",
+    context_length_exceeded: "The conversation and the reply asked for do not fit the model's context. Shorten the messages or lower max tokens.",
+    fleet_busy: "The GPUs are full and paying tiers are served first. Retry after the time below, or upgrade the subscription.",
     // nginx, in front of the gateway
     too_many_requests: "Too many requests or connections from your network address. Slow down.",
     not_found: "That path is not part of the API.",
