@@ -42,7 +42,9 @@ def main() -> None:
 
     @functools.wraps(run)
     def graceful_run(*args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("timeout_graceful_shutdown", grace)
+        # The drain comes out of the grace: drain + wait for requests in flight <= grace, so the process
+        # is gone (traces flushed) within grace + SHUTDOWN_MARGIN_S, compose's stop_grace_period.
+        kwargs.setdefault("timeout_graceful_shutdown", max(1.0, grace - min(DRAIN_S, grace)))
         run(*args, **kwargs)
 
     uvicorn.run = graceful_run  # type: ignore[assignment]
