@@ -54,14 +54,15 @@ TIMEOUT = 30.0
 class Outcomes:
     ttft: dict[str, list[float]] = field(default_factory=dict)
     codes: dict[str, Counter[str]] = field(default_factory=dict)
-    served: dict[str, list[tuple[float, str, float]]] = field(default_factory=dict)
-    """kind -> (arrival on the monotonic clock, server id, TTFT s) of each request answered."""
+    served: dict[str, list[tuple[float, str, float, float]]] = field(default_factory=dict)
+    """kind -> (arrival on the monotonic clock, server id, response headers s, TTFT s) of each answer."""
 
-    def add(self, kind: str, code: str, ttft: float | None, at: float = 0.0, server: str = "") -> None:
+    def add(self, kind: str, code: str, ttft: float | None, at: float = 0.0, server: str = "",
+            headers: float = 0.0) -> None:  # fmt: skip
         self.codes.setdefault(kind, Counter())[code] += 1
         if ttft is not None:
             self.ttft.setdefault(kind, []).append(ttft)
-            self.served.setdefault(kind, []).append((at, server, ttft))
+            self.served.setdefault(kind, []).append((at, server, headers, ttft))
 
     def pct(self, kind: str, p: float) -> float:
         values = sorted(self.ttft.get(kind, []))
@@ -73,6 +74,7 @@ async def _one(client: httpx.AsyncClient, key: str, body: dict[str, object], out
     try:
         async with client.stream("POST", "/v1/chat/completions", json=body,
                                  headers={"authorization": f"Bearer {key}"}) as r:  # fmt: skip
+            headers = time.monotonic() - started  # the simulator answers headers at admission
             if r.status_code != 200:
                 data = (await r.aread()).decode()
                 code = "fleet_busy" if "fleet_busy" in data else str(r.status_code)
@@ -82,7 +84,7 @@ async def _one(client: httpx.AsyncClient, key: str, body: dict[str, object], out
             async for line in r.aiter_lines():
                 if first is None and '"content"' in line:
                     first = time.monotonic() - started
-            out.add(kind, "ok", first, started, r.headers.get("x-litellm-model-id", ""))
+            out.add(kind, "ok", first, started, r.headers.get("x-litellm-model-id", ""), headers)
     except httpx.TimeoutException:
         out.add(kind, "timeout", None)
     except httpx.HTTPError as exc:
@@ -112,7 +114,8 @@ def split(out: Outcomes, polls: Polls, kind: str, slots: int) -> str:
     times = [t for t, _ in polls]
     full: list[float] = []
     free: list[float] = []
-    for at, server, ttft in out.served.get(kind, []):
+    heads = [h * 1000 for _, _, h, _ in out.served.get(kind, [])]
+    for at, server, _, ttft in out.served.get(kind, []):
         i = max(0, bisect.bisect_right(times, at) - 1)
         taken, _ = polls[i][1].get(server, (0, 0))
         (full if taken >= slots else free).append(ttft * 1000)
@@ -124,13 +127,18 @@ def split(out: Outcomes, polls: Polls, kind: str, slots: int) -> str:
     waiting = [w for _, snap in polls for _, w in snap.values()]
     busy = sum(1 for _, snap in polls if any(r >= slots for r, _ in snap.values())) / len(polls)
     return (f"{kind} arriving at a full server: {len(full)} (p50/p99 {p(full, 50)}/{p(full, 99)} ms), at one with a "
-            f"free slot: {len(free)} (p50/p99 {p(free, 50)}/{p(free, 99)} ms); running per server mean "
+            f"free slot: {len(free)} (p50/p99 {p(free, 50)}/{p(free, 99)} ms); response headers (gateway to "
+            f"admission on the server) p50/p99 {p(heads, 50)}/{p(heads, 99)} ms; running per server mean "
             f"{sum(running) / len(running):.2f} max {max(running)}, waiting max {max(waiting)}, "
             f"samples with some server full {busy:.0%}")
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) used so far by ``pid`` and its descendants, from ``/proc``."""
+    """CPU seconds (user + system) used so far by ``pid`` and its descendants (by this process alone
+    for its own pid), from ``/proc``."""
+    if pid == os.getpid():
+        own = os.times()
+        return own.user + own.system
     tick = os.sysconf("SC_CLK_TCK")
     stats: dict[int, tuple[int, float]] = {}
     for entry in Path("/proc").iterdir():
@@ -250,7 +258,7 @@ def main() -> int:
             time.sleep(2)
             admins = {n: f"http://127.0.0.1:{sim.admin_port}" for n, sim in sims.items()}
             polls: dict[str, Polls] = {}
-            tracked = {f"{n} {kind}": proc.pid for n, kind, proc in watched}
+            tracked = {f"{n} {kind}": proc.pid for n, kind, proc in watched} | {"bench client": os.getpid()}
             cpu0, wall0 = {k: cpu_seconds(v) for k, v in tracked.items()}, time.monotonic()
             flood = asyncio.run(drive(bases, [("premium", PREMIUM, premium_rate, [16]),
                                               ("free", FREE, 2 * capacity, [FLOOD_TOKENS])], secs, seed=3,
