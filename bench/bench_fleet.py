@@ -74,7 +74,7 @@ async def _one(client: httpx.AsyncClient, key: str, body: dict[str, object], out
     try:
         async with client.stream("POST", "/v1/chat/completions", json=body,
                                  headers={"authorization": f"Bearer {key}"}) as r:  # fmt: skip
-            headers = time.monotonic() - started  # the simulator answers headers at admission
+            headers = time.monotonic() - started  # LiteLLM answers a stream with its first chunk
             if r.status_code != 200:
                 data = (await r.aread()).decode()
                 code = "fleet_busy" if "fleet_busy" in data else str(r.status_code)
@@ -127,8 +127,8 @@ def split(out: Outcomes, polls: Polls, kind: str, slots: int) -> str:
     waiting = [w for _, snap in polls for _, w in snap.values()]
     busy = sum(1 for _, snap in polls if any(r >= slots for r, _ in snap.values())) / len(polls)
     return (f"{kind} arriving at a full server: {len(full)} (p50/p99 {p(full, 50)}/{p(full, 99)} ms), at one with a "
-            f"free slot: {len(free)} (p50/p99 {p(free, 50)}/{p(free, 99)} ms); response headers (gateway to "
-            f"admission on the server) p50/p99 {p(heads, 50)}/{p(heads, 99)} ms; running per server mean "
+            f"free slot: {len(free)} (p50/p99 {p(free, 50)}/{p(free, 99)} ms); response headers "
+            f"p50/p99 {p(heads, 50)}/{p(heads, 99)} ms; running per server mean "
             f"{sum(running) / len(running):.2f} max {max(running)}, waiting max {max(waiting)}, "
             f"samples with some server full {busy:.0%}")
 
@@ -274,6 +274,11 @@ def main() -> int:
                 print(f"| {name} | {a.pct('premium', 99):.0f} | {f.pct('premium', 50):.0f} / {f.pct('premium', 99):.0f}"
                       f" | **{ratio:.2f}** | {sum(pcodes.values()) - pcodes['ok']} | {dict(f.codes.get('free', {}))} |")
             print("- target: ours Premium p99 in flood <= 1.5x its unloaded p99; Free refused with fleet_busy")
+            for name in bases:
+                line = 1.5 * alone[name].pct("premium", 99) / 1000
+                slow = sorted(round(t * 1000) for t in flood[name].ttft.get("premium", []) if t > line)
+                print(f"- {name}: Premium in the flood over 1.5x unloaded p99: {len(slow)} of "
+                      f"{len(flood[name].ttft.get('premium', []))} ({slow[:12]} ms)")
             for name in bases:
                 print(f"- {name}: {split(flood[name], polls.get(name, []), 'premium', SLOTS)}")
             print(f"- CPU during the flood (cores, of {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}): "
