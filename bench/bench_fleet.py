@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
+import contextlib
+import os
 import random
 import sys
 import tempfile
@@ -39,7 +42,8 @@ PREMIUM = "hc-sk-benchfleetpremium000000000000000"
 SFW = [f"gpu-{i}" for i in range(1, 5)]
 LIMITS = {"rpm": 10_000_000, "tpm": 1_000_000_000, "daily_tokens": 10**12, "max_parallel": 10_000,
           "model_groups": ["heartcode-chat-sfw", "heartcode-chat-nsfw", "heartcode-embed"]}  # fmt: skip
-SERVER = {"max_num_seqs": 4, "batch_tokens_per_s": 40, "tokens_per_s": 40, "ttft_ms": 20,
+SLOTS, BATCH_RATE = 4, 40  # max_num_seqs, decode tokens/s of a server's whole batch
+SERVER: dict[str, int | str] = {"max_num_seqs": SLOTS, "batch_tokens_per_s": BATCH_RATE, "tokens_per_s": 40, "ttft_ms": 20,
           "scheduling_policy": "priority"}  # fmt: skip
 ANSWERS = (2, 8, 32, 64)  # phase 1: mean 26.5 tokens -> ~1.5 req/s per server at 40 tokens/s
 FLOOD_TOKENS = 32  # phase 2: 1.25 req/s per server, 5 req/s for the group
@@ -50,11 +54,15 @@ TIMEOUT = 30.0
 class Outcomes:
     ttft: dict[str, list[float]] = field(default_factory=dict)
     codes: dict[str, Counter[str]] = field(default_factory=dict)
+    served: dict[str, list[tuple[float, str, float, float]]] = field(default_factory=dict)
+    """kind -> (arrival on the monotonic clock, server id, response headers s, TTFT s) of each answer."""
 
-    def add(self, kind: str, code: str, ttft: float | None) -> None:
+    def add(self, kind: str, code: str, ttft: float | None, at: float = 0.0, server: str = "",
+            headers: float = 0.0) -> None:  # fmt: skip
         self.codes.setdefault(kind, Counter())[code] += 1
         if ttft is not None:
             self.ttft.setdefault(kind, []).append(ttft)
+            self.served.setdefault(kind, []).append((at, server, headers, ttft))
 
     def pct(self, kind: str, p: float) -> float:
         values = sorted(self.ttft.get(kind, []))
@@ -66,6 +74,7 @@ async def _one(client: httpx.AsyncClient, key: str, body: dict[str, object], out
     try:
         async with client.stream("POST", "/v1/chat/completions", json=body,
                                  headers={"authorization": f"Bearer {key}"}) as r:  # fmt: skip
+            headers = time.monotonic() - started  # LiteLLM answers a stream with its first chunk
             if r.status_code != 200:
                 data = (await r.aread()).decode()
                 code = "fleet_busy" if "fleet_busy" in data else str(r.status_code)
@@ -75,16 +84,85 @@ async def _one(client: httpx.AsyncClient, key: str, body: dict[str, object], out
             async for line in r.aiter_lines():
                 if first is None and '"content"' in line:
                     first = time.monotonic() - started
-            out.add(kind, "ok", first)
+            out.add(kind, "ok", first, started, r.headers.get("x-litellm-model-id", ""), headers)
     except httpx.TimeoutException:
         out.add(kind, "timeout", None)
     except httpx.HTTPError as exc:
         out.add(kind, type(exc).__name__, None)
 
 
+Polls = list[tuple[float, dict[str, tuple[int, int]]]]
+"""(when, server -> (running, waiting)) samples of one simulated fleet."""
+
+
+async def _poll(admin: str, into: Polls, stop: asyncio.Event, every: float = 0.1) -> None:
+    """Sample every server's running batch and waiting queue (the simulator's ``/sim/stats``)."""
+    async with httpx.AsyncClient(timeout=2) as client:
+        while not stop.is_set():
+            with contextlib.suppress(httpx.HTTPError):
+                servers = (await client.get(admin + "/servers")).json()["servers"]
+                into.append((time.monotonic(), {s["server"]: (s["running"], s["waiting"]) for s in servers}))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+
+
+def split(out: Outcomes, polls: Polls, kind: str, slots: int) -> str:
+    """Where ``kind``'s time to first token went: requests that arrived at a server with every slot taken
+    (they wait in the simulator's queue) against the rest (whose TTFT is the gateway + ``ttft_ms``)."""
+    if not polls:
+        return "no samples"
+    times = [t for t, _ in polls]
+    full: list[float] = []
+    free: list[float] = []
+    heads = [h * 1000 for _, _, h, _ in out.served.get(kind, [])]
+    for at, server, _, ttft in out.served.get(kind, []):
+        i = max(0, bisect.bisect_right(times, at) - 1)
+        taken, _ = polls[i][1].get(server, (0, 0))
+        (full if taken >= slots else free).append(ttft * 1000)
+
+    def p(v: list[float], q: float) -> str:
+        return f"{sorted(v)[min(len(v) - 1, int(q / 100 * len(v)))]:.0f}" if v else "-"
+
+    running = [r for _, snap in polls for r, _ in snap.values()]
+    waiting = [w for _, snap in polls for _, w in snap.values()]
+    busy = sum(1 for _, snap in polls if any(r >= slots for r, _ in snap.values())) / len(polls)
+    return (f"{kind} arriving at a full server: {len(full)} (p50/p99 {p(full, 50)}/{p(full, 99)} ms), at one with a "
+            f"free slot: {len(free)} (p50/p99 {p(free, 50)}/{p(free, 99)} ms); response headers "
+            f"p50/p99 {p(heads, 50)}/{p(heads, 99)} ms; running per server mean "
+            f"{sum(running) / len(running):.2f} max {max(running)}, waiting max {max(waiting)}, "
+            f"samples with some server full {busy:.0%}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its descendants (by this process alone
+    for its own pid), from ``/proc``."""
+    if pid == os.getpid():
+        own = os.times()
+        return own.user + own.system
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    tree, total, grew = {pid}, 0.0, True
+    while grew:
+        grew = False
+        for child, (parent, _) in stats.items():
+            if parent in tree and child not in tree:
+                tree.add(child)
+                grew = True
+    for member in tree:
+        total += stats.get(member, (0, 0.0))[1]
+    return total
+
+
 async def drive(bases: dict[str, str], streams: list[tuple[str, str, float, list[int]]], seconds: float,
-                seed: int = 1) -> dict[str, Outcomes]:  # fmt: skip
-    """Open-loop arrivals: for each (kind, key, rate, answer lengths) the same schedule on every proxy."""
+                seed: int = 1, admins: dict[str, str] | None = None,
+                polls: dict[str, Polls] | None = None) -> dict[str, Outcomes]:  # fmt: skip
+    """Open-loop arrivals: for each (kind, key, rate, answer lengths) the same schedule on every proxy;
+    with ``admins`` (fleet name -> simulator admin URL) the batches are sampled into ``polls``."""
     rng = random.Random(seed)
     schedule: list[tuple[float, str, str, dict[str, object]]] = []
     for kind, key, rate, lengths in streams:
@@ -101,11 +179,16 @@ async def drive(bases: dict[str, str], streams: list[tuple[str, str, float, list
     limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
     clients = {name: httpx.AsyncClient(base_url=b, timeout=TIMEOUT, limits=limits) for name, b in bases.items()}
     tasks = []
+    stop = asyncio.Event()
+    pollers = [asyncio.create_task(_poll(url, polls.setdefault(n, []), stop)) for n, url in (admins or {}).items()
+               if polls is not None]  # fmt: skip
     start = time.monotonic()
     for t, kind, key, body in schedule:
         await asyncio.sleep(max(0.0, start + t - time.monotonic()))
         tasks += [asyncio.create_task(_one(clients[n], key, body, results[n], kind)) for n in bases]
     await asyncio.gather(*tasks)
+    stop.set()
+    await asyncio.gather(*pollers)
     for client in clients.values():
         await client.aclose()
     return results
@@ -137,10 +220,12 @@ def main() -> int:
             ])  # fmt: skip
             procs.append(backend)
             bases, sims = {}, {}
+            watched = []
             for name, ours in (("ours", True), ("shuffle", False)):
                 (logs / name).mkdir()
                 sim = SimFleet(logs / name).start()
                 procs.append(sim.process)
+                watched.append((name, "sim", sim.process))
                 sim.control("*", **SERVER)
                 sims[name] = sim
                 config = render_test_config(logs / f"{name}.yaml", sim.endpoints, timeout=TIMEOUT,
@@ -148,11 +233,12 @@ def main() -> int:
                 env = {"HEARTCODE_BACKEND_URL": url, **_fleet_files(logs, name, ours)}
                 proxy, bases[name] = start_proxy(f"proxy-{name}", config, logs, env)
                 procs.append(proxy)
+                watched.append((name, "proxy", proxy))
             print(f"machine: {machine()}")
             print(f"fleet: 4 servers x {SERVER}")
             asyncio.run(drive(bases, [("warmup", PREMIUM, 4.0, [4])], 3.0))
 
-            rate1 = 0.7 * 4 * SERVER["batch_tokens_per_s"] / (sum(ANSWERS) / len(ANSWERS))
+            rate1 = 0.7 * 4 * BATCH_RATE / (sum(ANSWERS) / len(ANSWERS))
             print(f"\n## Phase 1: mixed lengths, Poisson {rate1:.1f} req/s for {secs:.0f} s (answers {ANSWERS})")
             p1 = asyncio.run(drive(bases, [("mixed", PREMIUM, rate1, list(ANSWERS))], secs))
             print("| routing | served | errors | p50 TTFT ms | p95 TTFT ms | p99 TTFT ms |\n|---|---|---|---|---|---|")
@@ -163,15 +249,22 @@ def main() -> int:
             ratio1 = p1["ours"].pct("mixed", 95) / p1["shuffle"].pct("mixed", 95)
             print(f"- ours p95 / shuffle p95: **{ratio1:.2f}** (target <= 0.6)")
 
-            capacity = 4 * SERVER["batch_tokens_per_s"] / FLOOD_TOKENS
+            capacity = 4 * BATCH_RATE / FLOOD_TOKENS
             premium_rate = 1.5
             time.sleep(3)
             print(f"\n## Phase 2: Premium {premium_rate} req/s (16 tokens) alone, then with a Free flood of "
                   f"{2 * capacity:.0f} req/s ({FLOOD_TOKENS} tokens; group capacity ~{capacity:.0f} req/s)")
             alone = asyncio.run(drive(bases, [("premium", PREMIUM, premium_rate, [16])], secs / 2, seed=2))
             time.sleep(2)
+            admins = {n: f"http://127.0.0.1:{sim.admin_port}" for n, sim in sims.items()}
+            polls: dict[str, Polls] = {}
+            tracked = {f"{n} {kind}": proc.pid for n, kind, proc in watched} | {"bench client": os.getpid()}
+            cpu0, wall0 = {k: cpu_seconds(v) for k, v in tracked.items()}, time.monotonic()
             flood = asyncio.run(drive(bases, [("premium", PREMIUM, premium_rate, [16]),
-                                              ("free", FREE, 2 * capacity, [FLOOD_TOKENS])], secs, seed=3))  # fmt: skip
+                                              ("free", FREE, 2 * capacity, [FLOOD_TOKENS])], secs, seed=3,
+                                      admins=admins, polls=polls))  # fmt: skip
+            wall = time.monotonic() - wall0
+            cpu = {k: (cpu_seconds(v) - cpu0[k]) / wall for k, v in tracked.items()}
             print("| routing | Premium alone p99 ms | Premium in flood p50 / p99 ms | p99 ratio | Premium errors |"
                   " Free outcomes |\n|---|---|---|---|---|---|")
             for name in bases:
@@ -181,6 +274,15 @@ def main() -> int:
                 print(f"| {name} | {a.pct('premium', 99):.0f} | {f.pct('premium', 50):.0f} / {f.pct('premium', 99):.0f}"
                       f" | **{ratio:.2f}** | {sum(pcodes.values()) - pcodes['ok']} | {dict(f.codes.get('free', {}))} |")
             print("- target: ours Premium p99 in flood <= 1.5x its unloaded p99; Free refused with fleet_busy")
+            for name in bases:
+                line = 1.5 * alone[name].pct("premium", 99) / 1000
+                slow = sorted(round(t * 1000) for t in flood[name].ttft.get("premium", []) if t > line)
+                print(f"- {name}: Premium in the flood over 1.5x unloaded p99: {len(slow)} of "
+                      f"{len(flood[name].ttft.get('premium', []))} ({slow[:12]} ms)")
+            for name in bases:
+                print(f"- {name}: {split(flood[name], polls.get(name, []), 'premium', SLOTS)}")
+            print(f"- CPU during the flood (cores, of {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
         finally:
             for proc in reversed(procs):
                 proc.stop()

@@ -146,6 +146,9 @@ class FleetHook(GatewayHook):
         self._tiers = tiers
         self._queue = queue if manifest.router.queue_routing else None
         self._retry_after = retry_after
+        if self._queue is not None:
+            for name, group_spec in manifest.groups.items():
+                self._queue.know_group(name, (s.name for s in group_spec.servers))
 
     async def async_pre_call_hook(
         self, user_api_key_dict: UserAPIKeyAuth, cache: object, data: dict, call_type: str
@@ -161,7 +164,7 @@ class FleetHook(GatewayHook):
         tier = self._tiers.get(ident.tier) if ident is not None and self._tiers is not None else None
         group = self._manifest.resolve(str(data.get("model") or ""))
         if self._queue is not None and tier is not None and tier.fleet_busy_at is not None and group:
-            load = self._queue.group_load(group)
+            load = self._queue.group_load(group)  # admitted requests included; no await until admit()
             if load is not None and load >= tier.fleet_busy_at:
                 log.info("fleet_busy: %s at %.1f per server, %s refused", group, load, tier.name)
                 raise to_proxy_exception(FleetBusy(
@@ -172,7 +175,10 @@ class FleetHook(GatewayHook):
             extra = data.get("extra_body")
             data["extra_body"] = {**(extra if isinstance(extra, dict) else {}), "priority": tier.priority}
         if self._queue is not None:
-            writable_metadata(data)[META_KEY] = secrets.token_hex(8)
+            rid = secrets.token_hex(8)
+            writable_metadata(data)[META_KEY] = rid
+            if group:
+                self._queue.admit(rid, group)  # counted from now: the next request's check sees it
         return data
 
     async def async_filter_deployments(

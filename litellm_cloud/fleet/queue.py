@@ -14,7 +14,14 @@ another remains (``Scraper.down``). Ties are broken at random, as ``simple-shuff
 Failure handling stays LiteLLM's: this only narrows the candidates LiteLLM passes to the fleet hook
 (after cooldowns and the retry filter), so a busy 429 is retried elsewhere and never cooled down.
 
-A group's queue is the mean load of its servers; ``FleetBusy`` refuses a tier whose
+A request is counted toward its group at admission (``admit``, in the pre-call hook, right after the
+``fleet_busy`` check and with no ``await`` between them), before LiteLLM has picked its server: requests
+arriving together each see the ones admitted before them, so a burst cannot overshoot the threshold.
+The reservation becomes the request's flight at routing (``start``) or ends with it (``finish``; a
+refusal after admission reaches the failure hook too); one never routed lapses after ``PENDING_MAX_AGE_S``.
+
+A group's queue is (the sum of its servers' loads + its admitted requests not yet routed) / its
+servers; ``FleetBusy`` refuses a tier whose
 ``fleet_busy_at`` it reached, with ``Retry-After`` = the requests above that line / the group's
 completions per second over the last ``RATE_WINDOW_S``.
 """
@@ -32,6 +39,7 @@ from .scrape import Scraper
 
 RATE_WINDOW_S = 10.0
 ENTRY_MAX_AGE_S = 900.0  # longer than any call may take; a lost end event cannot pin a count for ever
+PENDING_MAX_AGE_S = 60.0  # admission to routing takes milliseconds; a request dropped between them lapses
 
 
 @dataclass(slots=True)
@@ -52,13 +60,30 @@ class QueueRouter:
         self.inflight = Counter[str]()
         self.groups: dict[str, set[str]] = {}
         self._done: dict[str, deque[float]] = {}
+        self._pending: dict[str, tuple[str, float]] = {}  # request id -> (group, admitted at), not yet routed
+        self.reserved = Counter[str]()  # group -> admitted requests not yet routed
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def ours(self, server: str) -> int:
         return self.inflight[server]
 
+    def admit(self, rid: str, group: str) -> None:
+        """Request ``rid`` passed admission to ``group``: count it there until it is routed or ends."""
+        self._unreserve(rid)
+        self._pending[rid] = (group, self._clock())
+        self.reserved[group] += 1
+        self._sweep()
+
+    def _unreserve(self, rid: str) -> None:
+        pending = self._pending.pop(rid, None)
+        if pending is not None:
+            self.reserved[pending[0]] -= 1
+            if self.reserved[pending[0]] <= 0:
+                del self.reserved[pending[0]]
+
     def start(self, rid: str, group: str, server: str) -> None:
         """A try of request ``rid`` goes to ``server`` (a retry ends the try before it)."""
+        self._unreserve(rid)
         self._end(rid)
         self._flights[rid] = _Flight(server, group, self._clock())
         self.inflight[server] += 1
@@ -66,6 +91,7 @@ class QueueRouter:
 
     def finish(self, rid: str, server: str | None = None, *, completed: bool) -> None:
         """The try of ``rid`` (on ``server``, when known) ended; ``completed`` counts it as served."""
+        self._unreserve(rid)
         flight = self._flights.get(rid)
         if flight is None or (server is not None and flight.server != server):
             return
@@ -82,6 +108,11 @@ class QueueRouter:
 
     def _sweep(self) -> None:
         now = self._clock()
+        while self._pending:
+            rid, (_, admitted) = next(iter(self._pending.items()))
+            if now - admitted < PENDING_MAX_AGE_S:
+                break
+            self._unreserve(rid)
         while self._flights:
             rid, flight = next(iter(self._flights.items()))
             if now - flight.started < ENTRY_MAX_AGE_S:
@@ -110,11 +141,16 @@ class QueueRouter:
 
     # -- the group's queue ------------------------------------------------------------------------
     def group_load(self, group: str) -> float | None:
-        """Mean load of the group's live servers; ``None`` before the group was first routed."""
+        """Load per live server of the group, admitted requests not yet routed included; ``None`` for a
+        group whose servers are unknown (neither routed yet nor ``know_group``)."""
         servers = [s for s in self.groups.get(group, ()) if s not in self.scraper.down]
         if not servers:
             return None
-        return sum(self.load(s) for s in servers) / len(servers)
+        return (sum(self.load(s) for s in servers) + self.reserved[group]) / len(servers)
+
+    def know_group(self, group: str, servers: Iterable[str]) -> None:
+        """The group's servers (from the manifest), so its queue is known before its first routing."""
+        self.groups.setdefault(group, set()).update(servers)
 
     def completion_rate(self, group: str) -> float:
         """The group's completed requests per second over the last ``RATE_WINDOW_S``."""
