@@ -71,6 +71,5 @@ __all__ = [
     "build_limits",
     "estimate_cost",
     "install_keepalive_headers",
-    "install_keepalive_headers",
     "storage_from_uri",
 ]
