@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter
 
-from . import _litellm_compat, _litellm_stream, _serve
+from . import _litellm_compat, _litellm_speed, _serve
 from ._config import Settings
 from .auth import AccessHook, Auth, build_auth
 from .fleet.hook import FleetHook
@@ -93,7 +93,7 @@ def build_gateway(settings: Settings, *, metrics_dir: str | None = None) -> Gate
     """Wire the gateway's parts together from ``settings``; ``metrics_dir`` is the process group's
     multiprocess metrics directory when several workers serve (``proxy.worker_env`` sets it)."""
     _litellm_compat.install()
-    _litellm_stream.install()
+    _litellm_speed.install()
     install_keepalive_headers()
     metrics = Metrics(multiprocess_dir=metrics_dir)
     return Gateway(

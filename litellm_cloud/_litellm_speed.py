@@ -1,9 +1,10 @@
-"""Per-chunk cuts in LiteLLM's streaming path, installed once by ``gateway.build_gateway``.
+"""Cuts in LiteLLM's per-chunk and per-request work, installed once by ``gateway.build_gateway``.
 
 A relayed stream costs LiteLLM 1.103.7 a fixed amount of Python per chunk; a py-spy profile of one worker
 (bench/README.md, "Streaming capacity") put a quarter of it in the openai SDK turning each SSE event into
-a ``ChatCompletionChunk`` and a tenth in rebuilding the finished stream's usage. Both cuts give LiteLLM
-the same objects and numbers as before, only sooner:
+a ``ChatCompletionChunk`` and a tenth in rebuilding the finished stream's usage; a profile of plain
+requests put 13% in one failing import repeated on every request. Each cut gives LiteLLM the same
+objects, numbers and outcome as before, only sooner:
 
 - ``fast_chunk_parsing()``: the openai SDK builds chunks with its generic ``construct_type``, which walks
   every field's type annotation for every chunk. For ``ChatCompletionChunk`` we build the same object
@@ -14,10 +15,16 @@ the same objects and numbers as before, only sooner:
   every chunk of the stream (``ChunkProcessor._calculate_usage_per_chunk``, several ``hasattr`` and
   ``typing.Protocol`` checks each). Only chunks that carry usage contribute, so the function is given
   those (and the first chunk, which names the provider); the text for traces is rebuilt as before.
+- ``skip_unusable_trace_routing()``: after auth, LiteLLM's ``_seed_request_destinations`` imports its
+  OTel V2 logger to route traces to per-tenant OTLP destinations. With the opentelemetry the project pins,
+  that import fails (``opentelemetry._events`` is gone), so Python re-runs the failing module bodies on
+  every request and the function ends in its own ``except`` having done nothing. When the import fails at
+  install, the function is replaced by one that does nothing at once. (Our traces do not use it: the
+  observability package exports with its own ``TracerProvider``.)
 
 **Guards.** Each cut checks that the code it mirrors still refers to exactly the names measured on
 LiteLLM 1.103.7 / openai 2.54.0 (``_MEASURED``). If an upgrade changes them, it logs an error and
-changes nothing: streams then cost what they cost before. tests/core/test_litellm_stream.py fails in
+changes nothing: streams then cost what they cost before. tests/core/test_litellm_speed.py fails in
 that case and compares both cuts with the originals on real chunk objects.
 """
 
@@ -57,9 +64,10 @@ _MEASURED: dict[str, frozenset[str]] = {
 
 
 def install() -> bool:
-    """Both cuts; True if both are active."""
+    """Every cut; True if the two stream cuts are active (the third applies only where it is useless)."""
     parsing = fast_chunk_parsing()
     usage = usage_from_usage_chunks()
+    skip_unusable_trace_routing()
     return parsing and usage
 
 
@@ -254,3 +262,28 @@ def usage_from_usage_chunks() -> bool:
     setattr(_calculate_usage_per_chunk, _MARK, original)
     ChunkProcessor._calculate_usage_per_chunk = _calculate_usage_per_chunk  # type: ignore[method-assign]
     return True
+
+
+# -- 3. per-tenant trace routing that cannot import ----------------------------------------------------
+
+
+def _no_trace_routing(user_api_key_dict: Any, request: Any = None) -> None:
+    """What ``_seed_request_destinations`` achieves when LiteLLM's OTel V2 logger cannot be imported."""
+
+
+def skip_unusable_trace_routing() -> bool:
+    """Skip the per-request attempt at an import that fails (module docstring); True if skipped."""
+    from litellm.proxy.auth import user_api_key_auth as auth
+
+    if getattr(auth, "_seed_request_destinations", None) is _no_trace_routing:
+        return True
+    if "_seed_request_destinations" not in referenced_names(auth.user_api_key_auth):
+        log.error("LiteLLM's auth no longer calls _seed_request_destinations by name: nothing skipped")
+        return False
+    try:
+        from litellm.integrations.otel.logger import fan_out_provider  # noqa: F401
+    except ImportError as exc:
+        log.info("LiteLLM's OTel V2 trace routing cannot import (%s): skipped on every request", exc)
+        auth._seed_request_destinations = _no_trace_routing  # type: ignore[attr-defined]
+        return True
+    return False  # it works here: leave it

@@ -1,4 +1,4 @@
-"""The per-chunk cuts (``_litellm_stream``) give LiteLLM exactly what the code they replace gave.
+"""The per-chunk cuts (``_litellm_speed``) give LiteLLM exactly what the code they replace gave.
 
 If a LiteLLM or openai upgrade changes the code a cut mirrors, ``install()`` refuses (logs an error) and
 ``test_active_on_the_pinned_versions`` fails: re-measure, then update ``_MEASURED`` or drop the cut.
@@ -16,7 +16,7 @@ from openai import OpenAI
 from openai._models import BaseModel, construct_type
 from openai.types.chat.chat_completion_chunk import ChatCompletionChunk
 
-from litellm_cloud import _litellm_stream
+from litellm_cloud import _litellm_speed
 
 HEAD = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1700000000, "model": "heartcode-chat"}
 CHUNKS: list[dict[str, Any]] = [
@@ -58,22 +58,22 @@ def same(a: Any, b: Any) -> bool:
 
 
 def test_active_on_the_pinned_versions() -> None:
-    assert _litellm_stream.install(), "a LiteLLM/openai upgrade changed code a cut mirrors (see the log)"
-    assert _litellm_stream.install()  # idempotent: no second wrapper
-    original = _litellm_stream._MARK
+    assert _litellm_speed.install(), "a LiteLLM/openai upgrade changed code a cut mirrors (see the log)"
+    assert _litellm_speed.install()  # idempotent: no second wrapper
+    original = _litellm_speed._MARK
     assert not hasattr(getattr(ChunkProcessor._calculate_usage_per_chunk, original), original)
 
 
 @pytest.mark.parametrize("data", CHUNKS, ids=range(len(CHUNKS)))
 def test_chunks_built_as_the_sdk_builds_them(data: dict[str, Any]) -> None:
-    plan = _litellm_stream.chunk_plan()
+    plan = _litellm_speed.chunk_plan()
     assert plan is not None
-    fast = _litellm_stream._build(plan, copy.deepcopy(data))
+    fast = _litellm_speed._build(plan, copy.deepcopy(data))
     assert same(fast, construct_type(type_=ChatCompletionChunk, value=copy.deepcopy(data)))
 
 
 def test_the_client_uses_the_plan_for_chunks_only() -> None:
-    _litellm_stream.install()
+    _litellm_speed.install()
     client = OpenAI(api_key="none", base_url="http://127.0.0.1:9/v1")
     built = client._process_response_data(data=copy.deepcopy(CHUNKS[1]), cast_to=ChatCompletionChunk, response=None)  # type: ignore[arg-type]
     assert same(built, construct_type(type_=ChatCompletionChunk, value=copy.deepcopy(CHUNKS[1])))
@@ -102,11 +102,28 @@ def _stream(usage: str, provider: str = "openai", n: int = 30) -> list[Any]:
 @pytest.mark.parametrize("usage", ["last", "hidden", "dict", "middle", "none"])
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
 def test_usage_as_litellm_computes_it(usage: str, provider: str) -> None:
-    _litellm_stream.install()
+    _litellm_speed.install()
     chunks = _stream(usage, provider)
     processor = ChunkProcessor(chunks)
-    original = getattr(ChunkProcessor._calculate_usage_per_chunk, _litellm_stream._MARK)
+    original = getattr(ChunkProcessor._calculate_usage_per_chunk, _litellm_speed._MARK)
     assert processor._calculate_usage_per_chunk(chunks=chunks) == original(processor, chunks=chunks)
     full = processor.calculate_usage(chunks=chunks, model="openai/heartcode-chat", completion_output="x")
     if usage != "none":
         assert full.prompt_tokens == 7
+
+
+def test_trace_routing_skipped_only_where_it_cannot_import() -> None:
+    from litellm.proxy._types import UserAPIKeyAuth
+    from litellm.proxy.auth import user_api_key_auth as auth
+
+    original = auth._seed_request_destinations
+    try:
+        import litellm.integrations.otel.logger  # noqa: F401
+    except ImportError:
+        usable = False
+    else:
+        usable = True
+    assert _litellm_speed.skip_unusable_trace_routing() is not usable
+    assert (auth._seed_request_destinations is _litellm_speed._no_trace_routing) is not usable
+    if not usable and original is not _litellm_speed._no_trace_routing:
+        assert original(UserAPIKeyAuth(api_key="sk-x")) is None  # what the skip replaces: nothing
