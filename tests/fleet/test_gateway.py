@@ -157,6 +157,7 @@ def _wait_until_all_serve(gw: FleetStack, servers: set[str] = SFW, timeout: floa
     while seen != servers:
         assert time.monotonic() < deadline, f"only {sorted(seen)} served again"
         seen.add(gw.served_by(gw.post("/v1/chat/completions", chat("heartcode-default", max_tokens=1))))
+        time.sleep(0.05)  # paced: a fast gateway would otherwise spend the admin tier's 1000 requests a minute
 
 
 def test_a_server_killed_mid_load_costs_no_client_errors(gw: FleetStack) -> None:
