@@ -5,7 +5,7 @@ module must hold no state of its own. It asks ``gateway()`` instead, which build
 this process on first use from the process environment. Everything below it receives what it needs
 as arguments; nothing else reads the environment.
 
-One life cycle for the process: ``build_gateway`` installs LiteLLM's adaptations (``_litellm_compat``)
+One life cycle for the process: ``build_gateway`` installs LiteLLM's adaptations (``_litellm_compat``; the speed cuts, ``_litellm_speed``)
 and builds the parts; ``gateway()`` mounts our routes and calls ``Gateway.start``, which starts the
 background tasks (the revocation listener, the limiter's lease heartbeat) on the running event loop.
 LiteLLM imports ``custom_auth`` inside its start-up (``proxy_startup_event`` loads the config), so that
