@@ -7,7 +7,8 @@ as arguments; nothing else reads the environment.
 
 One life cycle for the process: ``build_gateway`` installs LiteLLM's adaptations (``_litellm_compat``; the speed cuts, ``_litellm_speed``)
 and builds the parts; ``gateway()`` mounts our routes and calls ``Gateway.start``, which starts the
-background tasks (the revocation listener, the limiter's lease heartbeat) on the running event loop.
+background tasks (the revocation listener, the limiter's lease heartbeat, the fleet's ``/metrics``
+scraper) on the running event loop.
 LiteLLM imports ``custom_auth`` inside its start-up (``proxy_startup_event`` loads the config), so that
 loop is the one that serves requests; no request starts anything.
 
@@ -85,6 +86,7 @@ class Gateway:
         asyncio.get_running_loop()  # fail before starting either, not between them
         self.auth.revocations.start()
         self.limits.limiter.start_heartbeat()
+        self.fleet_hook.start()
 
     async def stop(self) -> None:
         """The gateway's part of the proxy's shutdown, once requests in flight have finished (their limits

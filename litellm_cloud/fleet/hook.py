@@ -150,6 +150,11 @@ class FleetHook(GatewayHook):
             for name, group_spec in manifest.groups.items():
                 self._queue.know_group(name, (s.name for s in group_spec.servers))
 
+    def start(self) -> None:
+        """Start the background ``/metrics`` scraper of queue-aware routing (on the running loop)."""
+        if self._queue is not None:
+            self._queue.scraper.start()
+
     async def async_pre_call_hook(
         self, user_api_key_dict: UserAPIKeyAuth, cache: object, data: dict, call_type: str
     ) -> dict:
@@ -198,7 +203,8 @@ class FleetHook(GatewayHook):
         if self._queue is None or rid is None or len(candidates) < 1:
             return candidates
         by_id = {str((d.get("model_info") or {}).get("id")): d for d in candidates}
-        self._queue.scraper.know({i: u for i, d in by_id.items() if (u := _metrics_url(d)) is not None})
+        if not self._queue.scraper.urls.keys() >= by_id.keys():  # a server not scraped yet (rare: once each)
+            self._queue.scraper.know({i: u for i, d in by_id.items() if (u := _metrics_url(d)) is not None})
         chosen = self._queue.choose(model, by_id)
         if chosen is None:
             return candidates

@@ -78,11 +78,14 @@ class Scraper:
         self.failures = 0
         self._task: asyncio.Task[None] | None = None
 
-    def know(self, servers: Mapping[str, str]) -> None:
-        """Scrape these servers (id -> ``/metrics`` URL) too; starts the background task on first use."""
-        self.urls.update(servers)
+    def start(self) -> None:
+        """Start the background task on the running loop (idempotent; the gateway's start-up calls it)."""
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="fleet-metrics-scraper")
+
+    def know(self, servers: Mapping[str, str]) -> None:
+        """Scrape these servers (id -> ``/metrics`` URL) too, from the next round on."""
+        self.urls.update(servers)
 
     def fresh(self, server: str) -> Sample | None:
         """The server's sample if it is recent enough to trust (three intervals)."""
