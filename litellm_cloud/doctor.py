@@ -249,13 +249,10 @@ def check_langfuse(settings: Settings, client: httpx.Client, options: DoctorOpti
         r = _post_empty_export(client, host + LANGFUSE_OTLP_PATH, options, auth=(public.reveal(), secret.reveal()))
     except httpx.HTTPError as exc:
         return Check("langfuse", "fail", f"{host}: {_failure(exc, options.timeout)}")
-    if r.status_code in (401, 403):
-        return Check("langfuse", "fail", f"{host}: reachable, but the keys are refused (HTTP {r.status_code})")
-    if r.status_code in (404, 405):
-        return Check("langfuse", "fail", f"{host}: {_NO_OTLP.format(status=r.status_code)}")
-    if r.is_success or r.status_code == 400:  # 400: keys passed, the empty request was judged
-        return Check("langfuse", "ok", f"{host}: OTLP endpoint reachable, keys accepted")
-    return Check("langfuse", "warn", f"{host}: OTLP endpoint answered HTTP {r.status_code}")
+    code = r.status_code
+    return _judge_export("langfuse", host, r, refused=f"reachable, but the keys are refused (HTTP {code})",
+                         missing=_NO_OTLP.format(status=code), ok="OTLP endpoint reachable, keys accepted",
+                         other=f"OTLP endpoint answered HTTP {code}")  # fmt: skip
 
 
 def check_otlp(settings: Settings, client: httpx.Client, options: DoctorOptions) -> Check:
@@ -268,13 +265,23 @@ def check_otlp(settings: Settings, client: httpx.Client, options: DoctorOptions)
         r = _post_empty_export(client, url, options, headers=headers)
     except httpx.HTTPError as exc:
         return Check("otlp collector", "fail", f"{url}: {_failure(exc, options.timeout)}")
+    code = r.status_code
+    return _judge_export("otlp collector", url, r, refused=f"refused (HTTP {code}): check HEARTCODE_OTLP_HEADERS",
+                         missing=f"HTTP {code}: not an OTLP/HTTP traces URL (…/v1/traces)",
+                         ok="accepts OTLP exports", other=f"answered HTTP {code}")  # fmt: skip
+
+
+def _judge_export(name: str, where: str, r: httpx.Response, *, refused: str, missing: str, ok: str,
+                  other: str) -> Check:  # fmt: skip
+    """An empty export's answer: credentials refused, no traces endpoint, accepted (a 400 means the
+    credentials passed and the empty request was judged), or something else."""
     if r.status_code in (401, 403):
-        return Check("otlp collector", "fail", f"{url}: refused (HTTP {r.status_code}): check HEARTCODE_OTLP_HEADERS")
+        return Check(name, "fail", f"{where}: {refused}")
     if r.status_code in (404, 405):
-        return Check("otlp collector", "fail", f"{url}: HTTP {r.status_code}: not an OTLP/HTTP traces URL (…/v1/traces)")
+        return Check(name, "fail", f"{where}: {missing}")
     if r.is_success or r.status_code == 400:
-        return Check("otlp collector", "ok", f"{url}: accepts OTLP exports")
-    return Check("otlp collector", "warn", f"{url}: answered HTTP {r.status_code}")
+        return Check(name, "ok", f"{where}: {ok}")
+    return Check(name, "warn", f"{where}: {other}")
 
 
 def check_certificate(cert: Path, now: dt.datetime, warn_days: int) -> Check:

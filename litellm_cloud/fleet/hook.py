@@ -167,7 +167,6 @@ class FleetHook(GatewayHook):
         data.pop("priority", None)  # vLLM's queue order is ours to set, never the client's
         ident = identity_of(user_api_key_dict)
         tier = self._tiers.get(ident.tier) if ident is not None and self._tiers is not None else None
-        group = self._manifest.resolve(str(data.get("model") or ""))
         if self._queue is not None and tier is not None and tier.fleet_busy_at is not None and group:
             load = self._queue.group_load(group)  # admitted requests included; no await until admit()
             if load is not None and load >= tier.fleet_busy_at:
