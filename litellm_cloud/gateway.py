@@ -5,7 +5,8 @@ module must hold no state of its own. It asks ``gateway()`` instead, which build
 this process on first use from the process environment. Everything below it receives what it needs
 as arguments; nothing else reads the environment.
 
-One life cycle for the process: ``build_gateway`` installs LiteLLM's adaptations (``_litellm_compat``; the speed cuts, ``_litellm_speed``)
+One life cycle for the process: ``build_gateway`` installs LiteLLM's adaptations (``_litellm_compat``; the speed cuts, ``_litellm_speed`` and
+``_litellm_stream``)
 and builds the parts; ``gateway()`` mounts our routes and calls ``Gateway.start``, which starts the
 background tasks (the revocation listener, the limiter's lease heartbeat, the fleet's ``/metrics``
 scraper) on the running event loop.
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter
 
-from . import _litellm_compat, _litellm_speed, _serve, front
+from . import _litellm_compat, _litellm_speed, _litellm_stream, _serve, front
 from ._config import Settings
 from .auth import AccessHook, Auth, build_auth
 from .fleet.hook import FleetHook
@@ -99,6 +100,7 @@ def build_gateway(settings: Settings, *, metrics_dir: str | None = None) -> Gate
     multiprocess metrics directory when several workers serve (``proxy.worker_env`` sets it)."""
     _litellm_compat.install()
     _litellm_speed.install()
+    _litellm_stream.middle_chunks_from_template()
     install_keepalive_headers()
     metrics = Metrics(multiprocess_dir=metrics_dir)
     return Gateway(
