@@ -105,8 +105,8 @@ def _flat(model: Any, skip: str) -> tuple[Any, ...] | None:
     return tuple(pairs)
 
 
-def middle_signature(chunk: Any) -> tuple[tuple[Any, ...], str] | None:
-    """(everything but the text, the text) of a plain middle chunk of an OpenAI stream; else None."""
+def plain_middle_text(chunk: Any) -> str | None:
+    """The text of a plain middle chunk of an OpenAI stream (see the module docstring), else None."""
     from openai.types.chat.chat_completion_chunk import ChatCompletionChunk
 
     if type(chunk) is not ChatCompletionChunk or chunk.__pydantic_extra__:
@@ -121,31 +121,51 @@ def middle_signature(chunk: Any) -> tuple[tuple[Any, ...], str] | None:
     content = delta.__dict__.get("content")
     if type(content) is not str or not content:
         return None
-    if choice.__dict__.get("finish_reason") is not None or delta.__dict__.get("role") is not None:
-        return None
-    outer, inner, most = _flat(chunk, "choices"), _flat(choice, "delta"), _flat(delta, "content")
-    if outer is None or inner is None or most is None:
-        return None
-    for part, names in (
-        (outer, ("usage",)),
-        (inner, ("logprobs",)),
-        (most, ("tool_calls", "function_call", "refusal")),
-    ):
-        if any(pair[1] is not None for pair in part[1:] if pair[0] in names):
+    parts = (_flat(chunk, "choices"), _flat(choice, "delta"), _flat(delta, "content"))
+    unset = (("usage",), ("logprobs", "finish_reason"), ("tool_calls", "function_call", "refusal", "role"))
+    for part, names in zip(parts, unset, strict=True):
+        if part is None or any(pair[1] is not None for pair in part[1:] if pair[0] in names):
             return None
-    return (outer, inner, most), content
+    return content
+
+
+def _shape(model: Any, skip: str) -> tuple[dict[str, Any], frozenset[str]]:
+    return {**model.__dict__, skip: None}, frozenset(model.__pydantic_fields_set__)
 
 
 class _Template:
-    """The first middle chunk of one stream, as LiteLLM built it."""
+    """The first plain middle chunk of one stream, and what LiteLLM built from it."""
 
-    def __init__(self, signature: tuple[Any, ...], result: Any, wrapper: Any) -> None:
-        self.signature = signature
+    def __init__(self, chunk: Any, result: Any, wrapper: Any) -> None:
+        choice = chunk.__dict__["choices"][0]
+        delta = choice.__dict__["delta"]
+        self.kinds = (type(chunk), type(choice), type(delta))
+        self.shape = (_shape(chunk, "choices"), _shape(choice, "delta"), _shape(delta, "content"))
         self.state = {name: getattr(wrapper, name) for name in _SETS}
-        choice = result.choices[0]
+        built = result.choices[0]
         self.response = _copy(result)
-        self.choice = _copy(choice)
-        self.delta = _copy(choice.delta)
+        self.choice = _copy(built)
+        self.delta = _copy(built.delta)
+
+    def text_of(self, chunk: Any) -> str | None:
+        """The text of ``chunk`` if everything else in it equals the template chunk, else None."""
+        if type(chunk) is not self.kinds[0] or chunk.__pydantic_extra__:
+            return None
+        choices = chunk.__dict__.get("choices")
+        if type(choices) is not list or len(choices) != 1:
+            return None
+        choice = choices[0]
+        if type(choice) is not self.kinds[1] or choice.__pydantic_extra__:
+            return None
+        delta = choice.__dict__.get("delta")
+        if type(delta) is not self.kinds[2] or delta.__pydantic_extra__:
+            return None
+        text = delta.__dict__.get("content")
+        if type(text) is not str or not text:
+            return None
+        if (_shape(chunk, "choices"), _shape(choice, "delta"), _shape(delta, "content")) != self.shape:
+            return None
+        return text
 
     @staticmethod
     def fits(result: Any, content: str) -> bool:
@@ -179,25 +199,24 @@ class _Template:
         return response
 
 
-def _steady(wrapper: Any) -> bool:
+def _steady(wrapper: Any, custom_providers: list[str], logger: logging.Logger) -> bool:
     """The stream state in which LiteLLM treats every plain middle chunk alike."""
-    from litellm import _custom_providers
-    from litellm._logging import verbose_logger
-
     return (
         wrapper.sent_first_chunk is True
         and wrapper.received_finish_reason is None
         and wrapper.holding_chunk == ""
         and not wrapper.merge_reasoning_content_in_choices
         and wrapper.custom_llm_provider == "openai"
-        and wrapper.custom_llm_provider not in _custom_providers
-        and not verbose_logger.isEnabledFor(logging.DEBUG)
+        and wrapper.custom_llm_provider not in custom_providers
+        and not logger.isEnabledFor(logging.DEBUG)
     )
 
 
 def middle_chunks_from_template() -> bool:
     """Wrap ``CustomStreamWrapper.chunk_creator`` (module docstring); True if active."""
+    import litellm
     from litellm import exception_type
+    from litellm._logging import verbose_logger
     from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
 
     current = CustomStreamWrapper.chunk_creator
@@ -210,12 +229,13 @@ def middle_chunks_from_template() -> bool:
         return True  # installed already
 
     def chunk_creator(self: Any, chunk: Any) -> Any:
-        template: _Template | None = self.__dict__.get(_TEMPLATE)
-        seen = middle_signature(chunk) if _steady(self) else None
-        if seen is None:
+        if not _steady(self, litellm._custom_providers, verbose_logger):
             return original(self, chunk)
-        signature, content = seen
-        if template is not None and template.signature == signature:
+        template: _Template | None = self.__dict__.get(_TEMPLATE)
+        if template is not None:
+            text = template.text_of(chunk)
+            if text is None:
+                return original(self, chunk)
             try:
                 self.raise_on_model_repetition()
             except Exception as e:  # noqa: BLE001 - re-raised as chunk_creator raises what happens inside it
@@ -223,13 +243,14 @@ def middle_chunks_from_template() -> bool:
                 raise exception_type(
                     model=self.model, custom_llm_provider=self.custom_llm_provider, original_exception=e
                 )
-            return template.build(self, content)
-        before = dict(self.__dict__) if template is None else None
+            return template.build(self, text)
+        text = plain_middle_text(chunk)
+        before = dict(self.__dict__) if text is not None else None
         result = original(self, chunk)
-        if before is not None and result is not None and _Template.fits(result, content):
+        if before is not None and result is not None and text is not None and _Template.fits(result, text):
             changed = {k for k, v in self.__dict__.items() if k not in before or before[k] is not v}
             if changed <= set(_SETS) and all(isinstance(getattr(self, k), _SCALARS) for k in _SETS):
-                self.__dict__[_TEMPLATE] = _Template(signature, result, self)
+                self.__dict__[_TEMPLATE] = _Template(chunk, result, self)
         return result
 
     setattr(chunk_creator, _MARK, original)
