@@ -103,6 +103,8 @@ class _Plan:
         self.cls = cls
         self.fields = fields
         self.names = frozenset(f[0] for f in fields)
+        self.by_name = {f[0]: f for f in fields}
+        self.defaults = {f[0]: f[3] for f in fields}  # in field order, as ``construct`` fills them
 
 
 def _kind(annotation: Any, nested: dict[type, _Plan]) -> tuple[int, _Plan | None]:
@@ -145,17 +147,19 @@ def _plan(cls: type, nested: dict[type, _Plan]) -> _Plan | None:
 def _build(plan: _Plan, values: dict[str, Any]) -> Any:
     from openai._models import _construct_field
 
-    fields_values: dict[str, Any] = {}
+    fields_values = dict(plan.defaults)
     fields_set: set[str] = set()
-    for name, kind, info, default, sub in plan.fields:
-        if name not in values:
-            fields_values[name] = default
+    extra: dict[str, Any] = {}
+    for name, value in values.items():
+        field = plan.by_name.get(name)
+        if field is None:
+            extra[name] = value
             continue
         fields_set.add(name)
-        value = values[name]
         if value is None:
-            fields_values[name] = default
-        elif (kind == _RAW_STR and type(value) is str) or (kind == _RAW_INT and type(value) is int):
+            continue  # the default stays
+        _, kind, info, _default, sub = field
+        if (kind == _RAW_STR and type(value) is str) or (kind == _RAW_INT and type(value) is int):
             fields_values[name] = value
         elif kind == _MODEL and type(value) is dict and sub is not None:
             fields_values[name] = _build(sub, value)
@@ -166,7 +170,7 @@ def _build(plan: _Plan, values: dict[str, Any]) -> Any:
     model = plan.cls.__new__(plan.cls)
     object.__setattr__(model, "__dict__", fields_values)
     object.__setattr__(model, "__pydantic_private__", None)
-    object.__setattr__(model, "__pydantic_extra__", {k: v for k, v in values.items() if k not in plan.names})
+    object.__setattr__(model, "__pydantic_extra__", extra)
     object.__setattr__(model, "__pydantic_fields_set__", fields_set)
     return model
 
