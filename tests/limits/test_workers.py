@@ -127,7 +127,9 @@ def test_event_loop_lag_sums_both_workers_samples_and_keeps_one_max_gauge(proxy:
     time.sleep(2)
     # Each worker samples four times a second: two workers for 2 s give ~16, one alone at most ~8.
     assert count() - first >= 11
-    gauges = [line for line in proxy.scrape().splitlines() if line.startswith("litellm_cloud_event_loop_lag_max_seconds")]
+    gauges = [
+        line for line in proxy.scrape().splitlines() if line.startswith("litellm_cloud_event_loop_lag_max_seconds")
+    ]
     assert len(gauges) == 1 and "pid=" not in gauges[0], gauges  # livemax: one series, the worst worker
 
 
