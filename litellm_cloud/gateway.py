@@ -9,7 +9,7 @@ One life cycle for the process: ``build_gateway`` installs LiteLLM's adaptations
 ``_litellm_stream``)
 and builds the parts; ``gateway()`` mounts our routes and calls ``Gateway.start``, which starts the
 background tasks (the revocation listener, the limiter's lease heartbeat, the fleet's ``/metrics``
-scraper) on the running event loop.
+scraper, the event-loop lag sampler) on the running event loop.
 LiteLLM imports ``custom_auth`` inside its start-up (``proxy_startup_event`` loads the config), so that
 loop is the one that serves requests; no request starts anything.
 
@@ -44,7 +44,7 @@ from .auth import AccessHook, Auth, build_auth
 from .fleet.hook import FleetHook
 from .fleet.queue import build_queue_router
 from .limits import LimitsHook, TierLimits, build_limits, install_keepalive_headers
-from .observability import Metrics, ObservabilityHook, build_observability_hook
+from .observability import LoopLagSampler, Metrics, ObservabilityHook, build_observability_hook
 from .observability.metrics import MULTIPROC_ENV
 from .playground import playground_router
 
@@ -61,6 +61,7 @@ class Gateway:
     limits: TierLimits
     fleet_hook: FleetHook
     observability_hook: ObservabilityHook
+    loop_lag: LoopLagSampler
 
     @property
     def access_hook(self) -> AccessHook:
@@ -88,10 +89,13 @@ class Gateway:
         self.auth.revocations.start()
         self.limits.limiter.start_heartbeat()
         self.fleet_hook.start()
+        self.loop_lag.start()
 
     async def stop(self) -> None:
         """The gateway's part of the proxy's shutdown, once requests in flight have finished (their limits
-        settled as each ended): send the traces still queued, bounded, off the event loop."""
+        settled as each ended): stop sampling the loop's lag, send the traces still queued, bounded, off
+        the event loop."""
+        await self.loop_lag.stop()
         await asyncio.to_thread(self.observability_hook.close)
 
 
@@ -110,6 +114,7 @@ def build_gateway(settings: Settings, *, metrics_dir: str | None = None) -> Gate
         limits=build_limits(settings, metrics),
         fleet_hook=FleetHook(settings.fleet, settings.tiers, build_queue_router(settings.fleet)),
         observability_hook=build_observability_hook(settings, metrics),
+        loop_lag=LoopLagSampler(metrics.event_loop_lag),
     )
 
 

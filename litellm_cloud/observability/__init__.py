@@ -3,7 +3,8 @@
 ``build_observability_hook(settings, metrics)`` returns the LiteLLM callback (``ObservabilityHook``)
 that records metrics and traces; its ``router`` carries ``GET /metrics``. Traces go to Langfuse only when
 both keys are set, and to ``HEARTCODE_OTLP_ENDPOINT`` when it is set; with neither, no ``Tracing``
-exists and no connection is ever made. See docs/observability.md for the metrics, the span attributes
+exists and no connection is ever made. ``LoopLagSampler`` measures how late the worker's event loop runs
+(the gateway starts it with its other background tasks). See docs/observability.md for the metrics, the span attributes
 and why the exporter is built this way.
 """
 
@@ -13,6 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .._config import Settings
+from ._loop_lag import LoopLagSampler
 from .metrics import Metrics
 
 if TYPE_CHECKING:
@@ -76,6 +78,7 @@ def build_observability_hook(settings: Settings, metrics: Metrics) -> Observabil
 
 __all__ = [
     "LANGFUSE_OTLP_PATH",
+    "LoopLagSampler",
     "Metrics",
     "ObservabilityHook",
     "Tracing",

@@ -16,6 +16,8 @@ Who records what:
 - the observability hook (once per request): ``request_finished``, ``tokens``, ``request_latency``,
   ``time_to_first_token``, ``deployment_call``; its trace queues: ``langfuse_events``.
   Other parts must not call these, or requests would be counted twice.
+- the gateway's event-loop lag sampler (``LoopLagSampler``, four times a second per worker):
+  ``event_loop_lag``. The histogram sums over workers; the gauge keeps the worst live worker's value.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ TRACE_TARGETS = ("langfuse", "otlp")
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 _BACKEND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Idle workers sit in the first buckets (~0.1-2 ms); saturation starts at tens of milliseconds.
+_LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # Before the manifest is known, accept tidy values, but only so many per label.
 _SAFE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
@@ -156,6 +160,16 @@ class Metrics:
             "litellm_cloud_langfuse_enabled", "1 when traces are exported to Langfuse (both keys set).", registry=r,
             multiprocess_mode="max",
         )  # fmt: skip
+        self._loop_lag = Histogram(
+            "litellm_cloud_event_loop_lag_seconds",
+            "How late a worker's event loop woke a timer (sampled every 0.25 s): its queueing delay.",
+            buckets=_LOOP_LAG_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._loop_lag_max = Gauge(
+            "litellm_cloud_event_loop_lag_max_seconds",
+            "The largest event-loop lag of the last 10 s (of the worst live worker, with several).", registry=r,
+            multiprocess_mode="livemax",
+        )  # fmt: skip
         for result in LANGFUSE_RESULTS:
             self._langfuse.labels(result, "langfuse")  # export zeros, so rate() works from the first scrape
         self._langfuse_queue.labels("langfuse").set(0)
@@ -237,3 +251,9 @@ class Metrics:
             self._langfuse.labels(result if result in LANGFUSE_RESULTS else OTHER, target).inc(count)
         if queued is not None:
             self._langfuse_queue.labels(target).set(queued)
+
+    # the event loop (the gateway's lag sampler)
+    def event_loop_lag(self, seconds: float, recent_max: float) -> None:
+        """One lag sample of this process's event loop, and the largest of its recent window."""
+        self._loop_lag.observe(max(0.0, seconds))
+        self._loop_lag_max.set(max(0.0, recent_max))

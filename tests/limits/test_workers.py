@@ -3,7 +3,7 @@
 One proxy with ``--workers 2`` on a real redis-server, the simulator and the development key backend,
 started once for the module. Every request goes over a new connection, so the kernel spreads them
 over both workers (the auth cache counts one backend miss per worker that served the key, which is how
-the test sends until both did). ``memory://`` limits with several workers are refused before anything starts.
+the test sends until both did); the event-loop lag histogram counts both workers' samples. ``memory://`` limits with several workers are refused before anything starts.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -116,6 +117,26 @@ def test_limits_are_exact_across_workers_and_metrics_sum_them(proxy: Proxy) -> N
         assert _sample(text, "litellm_cloud_requests_total", tier="rpm10", code="rate_limited") == sent - RPM
         assert _sample(text, "litellm_cloud_limiter_refusals_total", kind="rate_limited") == sent - RPM
         assert _sample(text, "litellm_cloud_auth_cache_total", result="miss") == 2  # both workers, summed
+
+
+def test_event_loop_lag_sums_both_workers_samples_and_keeps_one_max_gauge(proxy: Proxy) -> None:
+    def count() -> float:
+        return _plain(proxy.scrape(), "litellm_cloud_event_loop_lag_seconds_count")
+
+    first = count()
+    time.sleep(2)
+    # Each worker samples four times a second: two workers for 2 s give ~16, one alone at most ~8.
+    assert count() - first >= 11
+    gauges = [
+        line for line in proxy.scrape().splitlines() if line.startswith("litellm_cloud_event_loop_lag_max_seconds")
+    ]
+    assert len(gauges) == 1 and "pid=" not in gauges[0], gauges  # livemax: one series, the worst worker
+
+
+def _plain(text: str, name: str) -> float:
+    """The value of the unlabelled sample ``name``."""
+    [value] = [float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " ")]
+    return value
 
 
 def test_memory_limits_with_several_workers_are_refused_at_start(tmp_path: object) -> None:
