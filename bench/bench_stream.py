@@ -91,6 +91,36 @@ async def read_stream(reader: asyncio.StreamReader, arrivals: list[float] | None
             arrivals.append(now)
 
 
+_END = b"\r\n0\r\n\r\n"
+
+
+async def count_stream(reader: asyncio.StreamReader, deadline: float) -> int:
+    """One chunked SSE response read in bulk (cheap for the load generator): ``data:`` events before ``deadline``.
+
+    The answer ends with the zero-size chunk; JSON escapes line breaks, so the end marker cannot appear
+    inside an event.
+    """
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(head.decode(errors="replace"))
+    lower = head.lower()
+    if b"transfer-encoding: chunked" not in lower:  # a plain answer
+        start = lower.index(b"content-length:") + len(b"content-length:")
+        return (await reader.readexactly(int(lower[start : lower.index(b"\r\n", start)]))).count(b"data: ")
+    events, tail = 0, b""
+    while True:
+        block = await reader.read(1 << 16)
+        if not block:
+            raise RuntimeError("connection closed mid-stream")
+        data = tail + block
+        n = data.count(b"data: ") - tail.count(b"data: ")
+        if time.perf_counter() < deadline:
+            events += n
+        if data.endswith(_END):
+            return events
+        tail = data[-8:]
+
+
 async def drive(port: int, key: str, payload: bytes, concurrency: int, seconds: float,
                 gaps: list[float] | None = None) -> tuple[int, int]:
     """(responses, data events) completed within ``seconds`` by ``concurrency`` keep-alive connections."""
@@ -104,7 +134,10 @@ async def drive(port: int, key: str, payload: bytes, concurrency: int, seconds: 
             while time.perf_counter() < deadline:
                 writer.write(request(port, key, payload))
                 arrivals: list[float] | None = [] if gaps is not None else None
-                n = await read_stream(reader, arrivals, deadline)  # not `events += await ...`: loses updates
+                if arrivals is None:
+                    n = await count_stream(reader, deadline)  # not `events += await ...`: loses updates
+                else:
+                    n = await read_stream(reader, arrivals, deadline)
                 events += n
                 done += time.perf_counter() < deadline
                 if gaps is not None and arrivals:
@@ -114,6 +147,26 @@ async def drive(port: int, key: str, payload: bytes, concurrency: int, seconds: 
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return done, events
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and its descendants (a proxy's worker processes)."""
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry)] = int(fields[1])
+            used[int(entry)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    family, grew = {pid}, True
+    while grew:
+        more = {p for p, parent in parents.items() if parent in family} - family
+        family |= more
+        grew = bool(more)
+    return sum(used.get(p, 0.0) for p in family)
 
 
 def pin(cpus: set[int]) -> None:
@@ -256,15 +309,27 @@ def main() -> int:
             one_proc, one = start_proxy("proxy-ours1", ours_cfg, logs, {**env, "HEARTCODE_LIMITS_STORAGE": rurl,
                                         "HEARTCODE_REDIS_URL": rurl}, workers=1)  # fmt: skip
             started.append(one_proc)
-            rates = {}
-            for name, base in (("1 worker", one), ("2 workers", two), ("1 worker ", one), ("2 workers ", two)):
-                port = int(base.rsplit(":", 1)[1])
+            rates: dict[str, list[float]] = {}
+            shares: dict[str, list[float]] = {}
+            for name, proc in (("1 worker", one_proc), ("2 workers", two_proc)) * 2:
+                port = int((one if proc is one_proc else two).rsplit(":", 1)[1])
                 asyncio.run(drive(port, KEY, stream, 4, 1.0))
+                before = (tree_cpu(proc.pid), tree_cpu(sim.process.pid), sum(os.times()[:2]), time.perf_counter())
                 _, ev = asyncio.run(drive(port, KEY, stream, 32, args.seconds))
-                rates.setdefault(name.strip(), []).append(ev / args.seconds)
+                after = (tree_cpu(proc.pid), tree_cpu(sim.process.pid), sum(os.times()[:2]), time.perf_counter())
+                wall = after[3] - before[3]
+                rates.setdefault(name, []).append(ev / args.seconds)
+                shares.setdefault(name, []).extend((after[i] - before[i]) / wall for i in range(3))
             r1, r2 = sum(rates["1 worker"]) / 2, sum(rates["2 workers"]) / 2
+
+            def cores(name: str, i: int) -> float:
+                return sum(shares[name][i::3]) / 2
+
             results.append("\n".join([
                 "## 1 vs 2 workers on 2 cores (ours, Redis limits; load generator on the same cores), concurrency 32", "",
+                "| case | chunks/s | proxy cores | simulator cores | load generator cores |", "|---|---|---|---|---|",
+                *(f"| {name} | {rate:,.0f} | {cores(name, 0):.2f} | {cores(name, 1):.2f} | {cores(name, 2):.2f} |"
+                  for name, rate in (("1 worker", r1), ("2 workers", r2))), "",
                 f"1 worker {r1:,.0f} chunks/s, 2 workers {r2:,.0f} chunks/s: **{r2 / r1:.2f}x** (target >= 1.7)"]))  # fmt: skip
             print(results[-1], flush=True)
         print("\n\n".join(results))
