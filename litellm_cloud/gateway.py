@@ -8,7 +8,8 @@ as arguments; nothing else reads the environment.
 One life cycle for the process: ``build_gateway`` installs LiteLLM's adaptations (``_litellm_compat``; the speed cuts, ``_litellm_speed``)
 and builds the parts; ``gateway()`` mounts our routes and calls ``Gateway.start``, which starts the
 background tasks (the revocation listener, the limiter's lease heartbeat, the fleet's ``/metrics``
-scraper) on the running event loop.
+scraper, the garbage-collection pause metrics) on the running event loop. Before that it freezes what
+start-up built out of the garbage collector's reach (``_serve.freeze_heap``, ``HEARTCODE_GC_FREEZE``).
 LiteLLM imports ``custom_auth`` inside its start-up (``proxy_startup_event`` loads the config), so that
 loop is the one that serves requests; no request starts anything.
 
@@ -43,7 +44,7 @@ from .auth import AccessHook, Auth, build_auth
 from .fleet.hook import FleetHook
 from .fleet.queue import build_queue_router
 from .limits import LimitsHook, TierLimits, build_limits, install_keepalive_headers
-from .observability import Metrics, ObservabilityHook, build_observability_hook
+from .observability import GcWatch, Metrics, ObservabilityHook, build_observability_hook, watch_gc
 from .observability.metrics import MULTIPROC_ENV
 from .playground import playground_router
 
@@ -60,6 +61,7 @@ class Gateway:
     limits: TierLimits
     fleet_hook: FleetHook
     observability_hook: ObservabilityHook
+    gc_watch: GcWatch
 
     @property
     def access_hook(self) -> AccessHook:
@@ -87,6 +89,7 @@ class Gateway:
         self.auth.revocations.start()
         self.limits.limiter.start_heartbeat()
         self.fleet_hook.start()
+        self.gc_watch.start()
 
     async def stop(self) -> None:
         """The gateway's part of the proxy's shutdown, once requests in flight have finished (their limits
@@ -108,6 +111,7 @@ def build_gateway(settings: Settings, *, metrics_dir: str | None = None) -> Gate
         limits=build_limits(settings, metrics),
         fleet_hook=FleetHook(settings.fleet, settings.tiers, build_queue_router(settings.fleet)),
         observability_hook=build_observability_hook(settings, metrics),
+        gc_watch=watch_gc(metrics),
     )
 
 
@@ -122,6 +126,11 @@ def gateway() -> Gateway:
     # connections first, and ends with the gateway's own.
     _serve.install_drain(built.settings.shutdown_grace)
     _litellm_compat.on_app_shutdown(built.stop)
+    if built.settings.gc_freeze:
+        # Most of what the process keeps exists by now (LiteLLM's import and ours, the config; the router
+        # LiteLLM builds after this is small). Frozen, a full collection no longer walks it, and no longer
+        # stops every request in flight for up to a second (``_serve.freeze_heap``, bench/README.md).
+        built.metrics.gc_frozen(_serve.freeze_heap())
     try:
         built.start()
     except RuntimeError:  # imported outside LiteLLM's start-up: say so rather than run without them

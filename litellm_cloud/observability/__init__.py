@@ -13,6 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .._config import Settings
+from ._gc import GcWatch
 from .metrics import Metrics
 
 if TYPE_CHECKING:
@@ -74,12 +75,19 @@ def build_observability_hook(settings: Settings, metrics: Metrics) -> Observabil
     )
 
 
+def watch_gc(metrics: Metrics) -> GcWatch:
+    """Garbage-collection pauses of this process into ``metrics`` (``GcWatch.start`` begins timing)."""
+    return GcWatch(metrics.gc_pause)
+
+
 __all__ = [
     "LANGFUSE_OTLP_PATH",
+    "GcWatch",
     "Metrics",
     "ObservabilityHook",
     "Tracing",
     "build_observability_hook",
     "build_tracing",
     "parse_headers",
+    "watch_gc",
 ]
