@@ -9,7 +9,8 @@ open-loop (Poisson) arrivals, so the machine's noise hits both alike:
 - **ours**: ``queue_routing`` + ``vllm_priority`` on, Free refused at ``fleet_busy_at``;
 - **shuffle**: ``simple-shuffle``, no priority, no refusals (the fleet before issue 16);
 - with ``--gc-compare``, a third, **ours-gc-off**: ours with ``HEARTCODE_GC_FREEZE=off`` (the start-up heap
-  left to the garbage collector, as before issue 16c), on a third fleet.
+  left to the garbage collector, as before issue 16c), on a third fleet; with ``--gc-threshold 700,50,10``
+  another, ours with LiteLLM's ``PYTHON_GC_THRESHOLD`` set so.
 
 Every proxy's garbage-collection pauses during phase 2 are read from its ``/metrics``.
 
@@ -26,6 +27,7 @@ import argparse
 import asyncio
 import bisect
 import contextlib
+import gc
 import json
 import os
 import random
@@ -236,6 +238,40 @@ def _gc_line(name: str, before: dict[str, tuple[int, float, float]], after: dict
     return f"{name}: " + ", ".join(parts) + f"; largest full collection since start <= {largest * 1000:.0f} ms"
 
 
+class ClientPauses:
+    """This bench client's own garbage collections (a pause here delays every proxy's answers at once)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []
+        self._started = 0.0
+        gc.callbacks.append(self)
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], time.perf_counter() - self._started))
+
+    def line(self) -> str:
+        full = [secs for gen, secs in self.pauses if gen == 2]
+        return (f"{len(self.pauses)} collections, {sum(s for _, s in self.pauses) * 1000:.0f} ms in all, full: "
+                f"{len(full)} (largest {max(full, default=0.0) * 1000:.0f} ms)")  # fmt: skip
+
+
+def paired(flood: dict[str, Outcomes], name: str, other: str, line: float) -> str:
+    """Both proxies get the same arrivals at the same moment: a Premium request slow on both was slowed by
+    something they share (the machine, this client), one slow on ``name`` alone by ``name``'s proxy."""
+    a = sorted(flood[name].served.get("premium", []))
+    b = sorted(flood[other].served.get("premium", []))
+    if len(a) != len(b):
+        return f"{name} vs {other}: different answer counts, not paired"
+    both = sum(1 for x, y in zip(a, b, strict=True) if x[3] > line and y[3] > line)
+    alone = sum(1 for x, y in zip(a, b, strict=True) if x[3] > line >= y[3])
+    other_alone = sum(1 for x, y in zip(a, b, strict=True) if y[3] > line >= x[3])
+    return (f"Premium over {line * 1000:.0f} ms in the flood: on both {name} and {other} {both}, on {name} only "
+            f"{alone}, on {other} only {other_alone}")  # fmt: skip
+
+
 def _fleet_files(logs: Path, name: str, ours: bool) -> dict[str, str]:
     manifest = yaml.safe_load(FLEET_FILE.read_text())
     manifest["router"].update(queue_routing=ours, vllm_priority=ours)
@@ -253,6 +289,7 @@ def main() -> int:
     parser.add_argument("--flood-seconds", type=float, default=60.0, help="each half of phase 2")
     parser.add_argument("--premium-rate", type=float, default=4.0, help="Premium req/s in phase 2")
     parser.add_argument("--gc-compare", action="store_true", help="add ours with HEARTCODE_GC_FREEZE=off")
+    parser.add_argument("--gc-threshold", default="", help="add ours with LiteLLM's PYTHON_GC_THRESHOLD=gen0,gen1,gen2")
     parser.add_argument("--dump", type=Path, help="write every phase 2 answer (JSON) here, to trace slow ones")
     args = parser.parse_args()
     secs, secs2 = args.seconds, args.flood_seconds
@@ -270,6 +307,8 @@ def main() -> int:
             variants = [("ours", True, {}), ("shuffle", False, {})]
             if args.gc_compare:
                 variants.insert(1, ("ours-gc-off", True, {"HEARTCODE_GC_FREEZE": "off"}))
+            if args.gc_threshold:
+                variants.insert(1, (f"ours-gc-{args.gc_threshold}", True, {"PYTHON_GC_THRESHOLD": args.gc_threshold}))
             for name, ours, extra in variants:
                 (logs / name).mkdir()
                 sim = SimFleet(logs / name).start()
@@ -286,6 +325,9 @@ def main() -> int:
             print(f"machine: {machine()}")
             print(f"fleet: 4 servers x {SERVER}")
             asyncio.run(drive(bases, [("warmup", PREMIUM, 4.0, [4])], 3.0))
+            gc.collect()
+            gc.freeze()  # the client's own start-up heap out of its collections, as the gateway does
+            client = ClientPauses()
 
             rate1 = 0.7 * 4 * BATCH_RATE / (sum(ANSWERS) / len(ANSWERS))
             print(f"\n## Phase 1: mixed lengths, Poisson {rate1:.1f} req/s for {secs:.0f} s (answers {ANSWERS})")
@@ -309,6 +351,7 @@ def main() -> int:
             polls: dict[str, Polls] = {}
             tracked = {f"{n} {kind}": proc.pid for n, kind, proc in watched} | {"bench client": os.getpid()}
             gc0 = {n: gc_pauses(b) for n, b in bases.items()}
+            client.pauses.clear()
             cpu0, wall0 = {k: cpu_seconds(v) for k, v in tracked.items()}, time.monotonic()
             flood = asyncio.run(drive(bases, [("premium", PREMIUM, premium_rate, [16]),
                                               ("free", FREE, 2 * capacity, [FLOOD_TOKENS])], secs2, seed=3,
@@ -340,6 +383,11 @@ def main() -> int:
                 print(f"- {name}: {split(flood[name], polls.get(name, []), 'premium', SLOTS)}")
             for name in bases:
                 print(f"- garbage collections during the flood, {_gc_line(name, gc0[name], gc1[name])}")
+            print(f"- garbage collections during the flood, bench client: {client.line()}")
+            line = 1.5 * alone["ours"].pct("premium", 99) / 1000
+            for other in bases:
+                if other not in ("ours", "shuffle"):
+                    print(f"- {paired(flood, 'ours', other, line)}")
             print(f"- CPU during the flood (cores, of {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}): "
                   + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
         finally:
