@@ -1,17 +1,24 @@
 """When the fleet is full: queue-aware routing and paying tiers first, against simple-shuffle, in one run.
 
-    .venv/bin/python bench/bench_fleet.py [--seconds 20]
+    .venv/bin/python bench/bench_fleet.py [--seconds 20] [--flood-seconds 60] [--premium-rate 4]
 
 Two identical simulated fleets (4 SFW servers each saturating like vLLM: ``max_num_seqs`` 4, a shared
 decode rate, priority scheduling available) and two proxies, loaded at the same time with the same
 open-loop (Poisson) arrivals, so the machine's noise hits both alike:
 
 - **ours**: ``queue_routing`` + ``vllm_priority`` on, Free refused at ``fleet_busy_at``;
-- **shuffle**: ``simple-shuffle``, no priority, no refusals (the fleet before issue 16).
+- **shuffle**: ``simple-shuffle``, no priority, no refusals (the fleet before issue 16);
+- with ``--gc-compare``, a third, **ours-gc-off**: ours with ``HEARTCODE_GC_FREEZE=off`` (the start-up heap
+  left to the garbage collector, as before issue 16c), on a third fleet; with ``--gc-threshold 700,50,10``
+  another, ours with LiteLLM's ``PYTHON_GC_THRESHOLD`` set so.
+
+Every proxy's garbage-collection pauses during phase 2 are read from its ``/metrics``.
 
 Phase 1, mixed answer lengths (2-64 tokens) and prompt lengths at ~70% of capacity: p95 TTFT.
 Phase 2, Premium alone (its unloaded TTFT), then a Free flood at twice the group's capacity plus the same
-steady Premium traffic: Premium p99 TTFT, and what Free got (served, ``fleet_busy``, timeouts).
+steady Premium traffic: Premium p99 TTFT, and what Free got (served, ``fleet_busy``, timeouts). Each half
+of phase 2 lasts ``--flood-seconds`` at ``--premium-rate``: 4 req/s for 60 s gives ~240 Premium samples a
+half, so a p99 is the 3rd-slowest request, not the only slow one (27 samples before).
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import argparse
 import asyncio
 import bisect
 import contextlib
+import gc
+import json
 import os
 import random
 import sys
@@ -31,11 +40,12 @@ from pathlib import Path
 
 import httpx
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._harness import machine
-from tests.support import FLEET_FILE, SimFleet, chat, render_test_config, start_backend, start_proxy
+from tests.support import FLEET_FILE, MASTER_KEY, SimFleet, chat, render_test_config, start_backend, start_proxy
 
 FREE = "hc-sk-benchfleetfree0000000000000000000"
 PREMIUM = "hc-sk-benchfleetpremium000000000000000"
@@ -194,6 +204,74 @@ async def drive(bases: dict[str, str], streams: list[tuple[str, str, float, list
     return results
 
 
+def gc_pauses(base: str) -> dict[str, tuple[int, float, float]]:
+    """generation -> (collections, seconds in all, the upper bound of the slowest one's bucket) so far,
+    from the proxy's ``litellm_cloud_gc_pause_seconds``."""
+    text = httpx.get(base + "/metrics", headers={"authorization": f"Bearer {MASTER_KEY}"}, timeout=10).text
+    out: dict[str, tuple[int, float, float]] = {}
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "litellm_cloud_gc_pause_seconds":
+            continue
+        for sample in family.samples:
+            gen = sample.labels.get("generation", "")
+            count, total, _ = out.get(gen, (0, 0.0, 0.0))
+            if sample.name.endswith("_count"):
+                out[gen] = (int(sample.value), total, 0.0)
+            elif sample.name.endswith("_sum"):
+                out[gen] = (count, sample.value, 0.0)
+            elif sample.name.endswith("_bucket"):
+                buckets.setdefault(gen, []).append((float(sample.labels["le"]), sample.value))
+    for gen, (count, total, _) in out.items():
+        bounds = sorted(buckets.get(gen, []))
+        out[gen] = (count, total, next((le for le, n in bounds if n >= count), float("inf")) if count else 0.0)
+    return out
+
+
+def _gc_line(name: str, before: dict[str, tuple[int, float, float]], after: dict[str, tuple[int, float, float]]) -> str:
+    parts = []
+    for gen in ("0", "1", "2"):
+        n = after.get(gen, (0, 0.0, 0.0))[0] - before.get(gen, (0, 0.0, 0.0))[0]
+        secs = after.get(gen, (0, 0.0, 0.0))[1] - before.get(gen, (0, 0.0, 0.0))[1]
+        parts.append(f"gen{gen} {n} ({secs * 1000:.0f} ms)")
+    largest = after.get("2", (0, 0.0, 0.0))[2]
+    return f"{name}: " + ", ".join(parts) + f"; largest full collection since start <= {largest * 1000:.0f} ms"
+
+
+class ClientPauses:
+    """This bench client's own garbage collections (a pause here delays every proxy's answers at once)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []
+        self._started = 0.0
+        gc.callbacks.append(self)
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], time.perf_counter() - self._started))
+
+    def line(self) -> str:
+        full = [secs for gen, secs in self.pauses if gen == 2]
+        return (f"{len(self.pauses)} collections, {sum(s for _, s in self.pauses) * 1000:.0f} ms in all, full: "
+                f"{len(full)} (largest {max(full, default=0.0) * 1000:.0f} ms)")  # fmt: skip
+
+
+def paired(flood: dict[str, Outcomes], name: str, other: str, line: float) -> str:
+    """Both proxies get the same arrivals at the same moment: a Premium request slow on both was slowed by
+    something they share (the machine, this client), one slow on ``name`` alone by ``name``'s proxy."""
+    a = sorted(flood[name].served.get("premium", []))
+    b = sorted(flood[other].served.get("premium", []))
+    if len(a) != len(b):
+        return f"{name} vs {other}: different answer counts, not paired"
+    both = sum(1 for x, y in zip(a, b, strict=True) if x[3] > line and y[3] > line)
+    alone = sum(1 for x, y in zip(a, b, strict=True) if x[3] > line >= y[3])
+    other_alone = sum(1 for x, y in zip(a, b, strict=True) if y[3] > line >= x[3])
+    return (f"Premium over {line * 1000:.0f} ms in the flood: on both {name} and {other} {both}, on {name} only "
+            f"{alone}, on {other} only {other_alone}")  # fmt: skip
+
+
 def _fleet_files(logs: Path, name: str, ours: bool) -> dict[str, str]:
     manifest = yaml.safe_load(FLEET_FILE.read_text())
     manifest["router"].update(queue_routing=ours, vllm_priority=ours)
@@ -207,9 +285,14 @@ def _fleet_files(logs: Path, name: str, ours: bool) -> dict[str, str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=20.0, help="phase 1")
+    parser.add_argument("--flood-seconds", type=float, default=60.0, help="each half of phase 2")
+    parser.add_argument("--premium-rate", type=float, default=4.0, help="Premium req/s in phase 2")
+    parser.add_argument("--gc-compare", action="store_true", help="add ours with HEARTCODE_GC_FREEZE=off")
+    parser.add_argument("--gc-threshold", default="", help="add ours with LiteLLM's PYTHON_GC_THRESHOLD=gen0,gen1,gen2")
+    parser.add_argument("--dump", type=Path, help="write every phase 2 answer (JSON) here, to trace slow ones")
     args = parser.parse_args()
-    secs = args.seconds
+    secs, secs2 = args.seconds, args.flood_seconds
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         logs = Path(tmp)
         procs = []
@@ -221,7 +304,12 @@ def main() -> int:
             procs.append(backend)
             bases, sims = {}, {}
             watched = []
-            for name, ours in (("ours", True), ("shuffle", False)):
+            variants = [("ours", True, {}), ("shuffle", False, {})]
+            if args.gc_compare:
+                variants.insert(1, ("ours-gc-off", True, {"HEARTCODE_GC_FREEZE": "off"}))
+            if args.gc_threshold:
+                variants.insert(1, (f"ours-gc-{args.gc_threshold}", True, {"PYTHON_GC_THRESHOLD": args.gc_threshold}))
+            for name, ours, extra in variants:
                 (logs / name).mkdir()
                 sim = SimFleet(logs / name).start()
                 procs.append(sim.process)
@@ -230,13 +318,16 @@ def main() -> int:
                 sims[name] = sim
                 config = render_test_config(logs / f"{name}.yaml", sim.endpoints, timeout=TIMEOUT,
                                             stream_timeout=TIMEOUT, routing_strategy="simple-shuffle")  # fmt: skip
-                env = {"HEARTCODE_BACKEND_URL": url, **_fleet_files(logs, name, ours)}
+                env = {"HEARTCODE_BACKEND_URL": url, **_fleet_files(logs, name, ours), **extra}
                 proxy, bases[name] = start_proxy(f"proxy-{name}", config, logs, env)
                 procs.append(proxy)
                 watched.append((name, "proxy", proxy))
             print(f"machine: {machine()}")
             print(f"fleet: 4 servers x {SERVER}")
             asyncio.run(drive(bases, [("warmup", PREMIUM, 4.0, [4])], 3.0))
+            gc.collect()
+            gc.freeze()  # the client's own start-up heap out of its collections, as the gateway does
+            client = ClientPauses()
 
             rate1 = 0.7 * 4 * BATCH_RATE / (sum(ANSWERS) / len(ANSWERS))
             print(f"\n## Phase 1: mixed lengths, Poisson {rate1:.1f} req/s for {secs:.0f} s (answers {ANSWERS})")
@@ -250,21 +341,30 @@ def main() -> int:
             print(f"- ours p95 / shuffle p95: **{ratio1:.2f}** (target <= 0.6)")
 
             capacity = 4 * BATCH_RATE / FLOOD_TOKENS
-            premium_rate = 1.5
+            premium_rate = args.premium_rate
             time.sleep(3)
             print(f"\n## Phase 2: Premium {premium_rate} req/s (16 tokens) alone, then with a Free flood of "
-                  f"{2 * capacity:.0f} req/s ({FLOOD_TOKENS} tokens; group capacity ~{capacity:.0f} req/s)")
-            alone = asyncio.run(drive(bases, [("premium", PREMIUM, premium_rate, [16])], secs / 2, seed=2))
+                  f"{2 * capacity:.0f} req/s ({FLOOD_TOKENS} tokens; group capacity ~{capacity:.0f} req/s), {secs2:.0f} s each")
+            alone = asyncio.run(drive(bases, [("premium", PREMIUM, premium_rate, [16])], secs2, seed=2))
             time.sleep(2)
             admins = {n: f"http://127.0.0.1:{sim.admin_port}" for n, sim in sims.items()}
             polls: dict[str, Polls] = {}
             tracked = {f"{n} {kind}": proc.pid for n, kind, proc in watched} | {"bench client": os.getpid()}
+            gc0 = {n: gc_pauses(b) for n, b in bases.items()}
+            client.pauses.clear()
             cpu0, wall0 = {k: cpu_seconds(v) for k, v in tracked.items()}, time.monotonic()
             flood = asyncio.run(drive(bases, [("premium", PREMIUM, premium_rate, [16]),
-                                              ("free", FREE, 2 * capacity, [FLOOD_TOKENS])], secs, seed=3,
+                                              ("free", FREE, 2 * capacity, [FLOOD_TOKENS])], secs2, seed=3,
                                       admins=admins, polls=polls))  # fmt: skip
             wall = time.monotonic() - wall0
             cpu = {k: (cpu_seconds(v) - cpu0[k]) / wall for k, v in tracked.items()}
+            gc1 = {n: gc_pauses(b) for n, b in bases.items()}
+            if args.dump:
+                args.dump.write_text(json.dumps({f"{n} {half}": out[n].served for half, out in
+                                                 (("alone", alone), ("flood", flood)) for n in bases}))  # fmt: skip
+            samples = {n: (len(alone[n].ttft.get("premium", [])), len(flood[n].ttft.get("premium", []))) for n in bases}
+            print("samples (Premium answers alone, in the flood): "
+                  + ", ".join(f"{n} {a} / {f}" for n, (a, f) in samples.items()))
             print("| routing | Premium alone p99 ms | Premium in flood p50 / p99 ms | p99 ratio | Premium errors |"
                   " Free outcomes |\n|---|---|---|---|---|---|")
             for name in bases:
@@ -281,6 +381,13 @@ def main() -> int:
                       f"{len(flood[name].ttft.get('premium', []))} ({slow[:12]} ms)")
             for name in bases:
                 print(f"- {name}: {split(flood[name], polls.get(name, []), 'premium', SLOTS)}")
+            for name in bases:
+                print(f"- garbage collections during the flood, {_gc_line(name, gc0[name], gc1[name])}")
+            print(f"- garbage collections during the flood, bench client: {client.line()}")
+            line = 1.5 * alone["ours"].pct("premium", 99) / 1000
+            for other in bases:
+                if other not in ("ours", "shuffle"):
+                    print(f"- {paired(flood, 'ours', other, line)}")
             print(f"- CPU during the flood (cores, of {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}): "
                   + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
         finally:

@@ -78,6 +78,7 @@ FIELDS: tuple[Field, ...] = (
     Field("HEARTCODE_OTLP_HEADERS", "", "headers for HEARTCODE_OTLP_ENDPOINT, key=value,key2=value2 (secret)"),
     Field("HEARTCODE_METRICS_TOKEN", "", "Bearer token for /metrics; empty: master key only"),
     Field("HEARTCODE_SHUTDOWN_GRACE", "25", "seconds a stopping proxy lets requests and streams in flight finish"),
+    Field("HEARTCODE_GC_FREEZE", "on", "on: after start-up, freeze what it built out of the garbage collector's reach, so a full collection walks only what serving allocated (pauses of ~1 s otherwise); off: to compare"),
     Field("HEARTCODE_WORKERS", "1", "proxy worker processes: a count, or auto (the CPUs this process may use); more than 1 needs redis:// limits and HEARTCODE_REDIS_URL"),
 )
 _DEFAULTS = {f.env: f.default for f in FIELDS}
@@ -186,6 +187,7 @@ class Settings:
     metrics_token: Secret
     shutdown_grace: float = 25.0
     workers: int = 1
+    gc_freeze: bool = True
     base_dir: Path = field(default_factory=Path.cwd)
 
     def __post_init__(self) -> None:
@@ -261,5 +263,6 @@ class Settings:
             metrics_token=Secret(_get(env, "HEARTCODE_METRICS_TOKEN")),
             shutdown_grace=shutdown_grace(env),
             workers=workers,
+            gc_freeze=_choice(env, "HEARTCODE_GC_FREEZE", ("on", "off")) == "on",
             base_dir=base,
         )

@@ -11,12 +11,19 @@ makes (workers included: they get the same ``Config``), then hands over to the C
 Before uvicorn's own shutdown closes idle keep-alive connections, a drain (``DRAIN_S``) lets nginx retire
 them: ``install_drain`` wraps ``uvicorn.Server.shutdown``. The gateway installs it from inside each serving
 process (worker processes are spawned: nothing patched in this launcher reaches them).
+
+``freeze_heap`` takes what start-up built out of the garbage collector's reach. LiteLLM's import leaves
+about a million objects that live as long as the process; every full (generation 2) collection walked
+them all again, 0.4-1.0 s with the event loop stopped on a shared 2-core machine, and every request in
+flight waited that long (bench/README.md: the Premium tail of ``bench_fleet.py`` phase 2). After
+``gc.freeze()`` a full collection walks only what was allocated since (docs/operations.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import os
 import socket
 import time
@@ -52,6 +59,18 @@ def main() -> None:
 
     run_server()
 
+
+def freeze_heap() -> int:
+    """Collect once, then move every object that survived into the permanent generation, which
+    collections never walk (CPython's ``gc.freeze``); returns how many objects are frozen.
+
+    Call it when start-up has built what the process keeps (the gateway does, from each serving
+    process); calling it again freezes what was built since. Frozen objects are never freed, so the
+    collection first clears start-up's garbage instead of keeping it for good.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 _DRAIN_MARK = "_litellm_cloud_drain"

@@ -5,11 +5,12 @@ module must hold no state of its own. It asks ``gateway()`` instead, which build
 this process on first use from the process environment. Everything below it receives what it needs
 as arguments; nothing else reads the environment.
 
-One life cycle for the process: ``build_gateway`` installs LiteLLM's adaptations (``_litellm_compat``; the speed cuts, ``_litellm_speed`` and
-``_litellm_stream``)
-and builds the parts; ``gateway()`` mounts our routes and calls ``Gateway.start``, which starts the
-background tasks (the revocation listener, the limiter's lease heartbeat, the fleet's ``/metrics``
-scraper, the event-loop lag sampler) on the running event loop.
+One life cycle for the process: ``build_gateway`` installs LiteLLM's adaptations (``_litellm_compat``;
+the speed cuts, ``_litellm_speed`` and ``_litellm_stream``) and builds the parts; ``gateway()`` mounts our
+routes and calls ``Gateway.start``, which starts the background tasks (the revocation listener, the
+limiter's lease heartbeat, the fleet's ``/metrics`` scraper, the event-loop lag sampler, the
+garbage-collection pause metrics) on the running event loop. Before that it freezes what start-up built
+out of the garbage collector's reach (``_serve.freeze_heap``, ``HEARTCODE_GC_FREEZE``).
 LiteLLM imports ``custom_auth`` inside its start-up (``proxy_startup_event`` loads the config), so that
 loop is the one that serves requests; no request starts anything.
 
@@ -44,7 +45,7 @@ from .auth import AccessHook, Auth, build_auth
 from .fleet.hook import FleetHook
 from .fleet.queue import build_queue_router
 from .limits import LimitsHook, TierLimits, build_limits, install_keepalive_headers
-from .observability import LoopLagSampler, Metrics, ObservabilityHook, build_observability_hook
+from .observability import GcWatch, LoopLagSampler, Metrics, ObservabilityHook, build_observability_hook, watch_gc
 from .observability.metrics import MULTIPROC_ENV
 from .playground import playground_router
 
@@ -62,6 +63,7 @@ class Gateway:
     fleet_hook: FleetHook
     observability_hook: ObservabilityHook
     loop_lag: LoopLagSampler
+    gc_watch: GcWatch
 
     @property
     def access_hook(self) -> AccessHook:
@@ -90,6 +92,7 @@ class Gateway:
         self.limits.limiter.start_heartbeat()
         self.fleet_hook.start()
         self.loop_lag.start()
+        self.gc_watch.start()
 
     async def stop(self) -> None:
         """The gateway's part of the proxy's shutdown, once requests in flight have finished (their limits
@@ -115,6 +118,7 @@ def build_gateway(settings: Settings, *, metrics_dir: str | None = None) -> Gate
         fleet_hook=FleetHook(settings.fleet, settings.tiers, build_queue_router(settings.fleet)),
         observability_hook=build_observability_hook(settings, metrics),
         loop_lag=LoopLagSampler(metrics.event_loop_lag),
+        gc_watch=watch_gc(metrics),
     )
 
 
@@ -129,6 +133,11 @@ def gateway() -> Gateway:
     # connections first, and ends with the gateway's own.
     _serve.install_drain(built.settings.shutdown_grace)
     _litellm_compat.on_app_shutdown(built.stop)
+    if built.settings.gc_freeze:
+        # Most of what the process keeps exists by now (LiteLLM's import and ours, the config; the router
+        # LiteLLM builds after this is small). Frozen, a full collection no longer walks it, and no longer
+        # stops every request in flight for up to a second (``_serve.freeze_heap``, bench/README.md).
+        built.metrics.gc_frozen(_serve.freeze_heap())
     try:
         built.start()
     except RuntimeError:  # imported outside LiteLLM's start-up: say so rather than run without them

@@ -14,6 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .._config import Settings
+from ._gc import GcWatch
 from ._loop_lag import LoopLagSampler
 from .metrics import Metrics
 
@@ -76,8 +77,14 @@ def build_observability_hook(settings: Settings, metrics: Metrics) -> Observabil
     )
 
 
+def watch_gc(metrics: Metrics) -> GcWatch:
+    """Garbage-collection pauses of this process into ``metrics`` (``GcWatch.start`` begins timing)."""
+    return GcWatch(metrics.gc_pause)
+
+
 __all__ = [
     "LANGFUSE_OTLP_PATH",
+    "GcWatch",
     "LoopLagSampler",
     "Metrics",
     "ObservabilityHook",
@@ -85,4 +92,5 @@ __all__ = [
     "build_observability_hook",
     "build_tracing",
     "parse_headers",
+    "watch_gc",
 ]

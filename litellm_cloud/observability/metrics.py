@@ -18,6 +18,7 @@ Who records what:
   Other parts must not call these, or requests would be counted twice.
 - the gateway's event-loop lag sampler (``LoopLagSampler``, four times a second per worker):
   ``event_loop_lag``. The histogram sums over workers; the gauge keeps the worst live worker's value.
+- the gateway, for the process: ``gc_pause`` (through ``GcWatch``, ``_gc.py``), ``gc_frozen``
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ _TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 _BACKEND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Idle workers sit in the first buckets (~0.1-2 ms); saturation starts at tens of milliseconds.
 _LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_GC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+GC_GENERATIONS = ("0", "1", "2")
 
 # Before the manifest is known, accept tidy values, but only so many per label.
 _SAFE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
@@ -170,6 +173,18 @@ class Metrics:
             "The largest event-loop lag of the last 10 s (of the worst live worker, with several).", registry=r,
             multiprocess_mode="livemax",
         )  # fmt: skip
+        self._gc_pause = Histogram(
+            "litellm_cloud_gc_pause_seconds",
+            "Garbage collections: how long each stopped the process (event loop included), by generation (2: full).",
+            ["generation"], buckets=_GC_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._gc_frozen = Gauge(
+            "litellm_cloud_gc_frozen_objects",
+            "Objects start-up moved out of the collector's reach (gc.freeze), summed over workers.", registry=r,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
+        for generation in GC_GENERATIONS:
+            self._gc_pause.labels(generation)
         for result in LANGFUSE_RESULTS:
             self._langfuse.labels(result, "langfuse")  # export zeros, so rate() works from the first scrape
         self._langfuse_queue.labels("langfuse").set(0)
@@ -257,3 +272,12 @@ class Metrics:
         """One lag sample of this process's event loop, and the largest of its recent window."""
         self._loop_lag.observe(max(0.0, seconds))
         self._loop_lag_max.set(max(0.0, recent_max))
+    # the process
+    def gc_pause(self, generation: int, seconds: float) -> None:
+        """One garbage collection of ``generation`` (0-2) that took ``seconds``."""
+        label = str(generation)
+        self._gc_pause.labels(label if label in GC_GENERATIONS else OTHER).observe(max(0.0, seconds))
+
+    def gc_frozen(self, count: int) -> None:
+        """How many objects this process froze after start-up (``gc.freeze``)."""
+        self._gc_frozen.set(count)

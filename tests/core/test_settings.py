@@ -17,7 +17,9 @@ def test_defaults() -> None:
     assert s.backend_timeout == 10
     assert s.limits_storage == "memory://" and s.limits_on_storage_error == "closed"
     assert not s.langfuse_enabled
+    assert s.gc_freeze
     assert set(s.tiers) == {"free", "premium", "admin"}
+    assert not Settings.from_env({"HEARTCODE_GC_FREEZE": "OFF"}, base_dir=REPO).gc_freeze
 
 
 def test_secrets_never_show() -> None:
@@ -40,6 +42,7 @@ def test_secrets_never_show() -> None:
         ({"HEARTCODE_TIERS_FILE": "missing.yaml"}, "cannot read"),
         ({"HEARTCODE_LIMITS_STORAGE": "redis+sentinel://s1:26379"}, "HEARTCODE_LIMITS_STORAGE: .*<service>"),
         ({"HEARTCODE_REDIS_URL": "sentinel://s1:26379/svc"}, "HEARTCODE_REDIS_URL=.*unknown scheme"),
+        ({"HEARTCODE_GC_FREEZE": "yes"}, "expected one of on, off"),
         ({"HEARTCODE_WORKERS": "0"}, "expected a count of at least 1, or auto"),
         ({"HEARTCODE_WORKERS": "2"}, "count alone, multiplying every tier limit by 2"),
         ({"HEARTCODE_WORKERS": "2", "HEARTCODE_LIMITS_STORAGE": "redis://r:6379/0"}, "revocation would reach one worker"),

@@ -313,3 +313,18 @@ def test_a_whole_group_down_is_503_model_unavailable(gw: FleetStack) -> None:
     assert r.status_code == 503 and r.json()["error"]["code"] == "model_unavailable"
     # The other groups are unaffected.
     assert gw.post("/v1/chat/completions", chat("heartcode-nsfw", max_tokens=2)).status_code == 200
+
+
+def test_the_start_up_heap_is_frozen_and_collection_pauses_are_measured(gw: FleetStack) -> None:
+    """A full garbage collection over LiteLLM's start-up heap stopped the proxy for up to a second, every
+    request in flight with it (bench_fleet.py phase 2, issue 16). The serving process froze that heap
+    (``gc.freeze``) and times its collections; /metrics shows both."""
+    from tests.observability.harness import scrape, value
+    from tests.support import MASTER_KEY, wait_until
+
+    for _ in range(3):
+        assert gw.post("/v1/chat/completions", chat("heartcode-default", "hello")).status_code == 200
+    samples = scrape(gw.base, MASTER_KEY)
+    assert value(samples, "litellm_cloud_gc_frozen_objects") > 200_000  # LiteLLM's import alone leaves more
+    wait_until(lambda: value(scrape(gw.base, MASTER_KEY), "litellm_cloud_gc_pause_seconds_count", generation="0") > 0,
+               5, "/metrics to count young collections")  # fmt: skip
