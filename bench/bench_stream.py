@@ -169,6 +169,20 @@ def tree_cpu(pid: int) -> float:
     return sum(used.get(p, 0.0) for p in family)
 
 
+def unpin_all(pid: int, cpus: set[int]) -> None:
+    """Let ``pid``, its threads and its descendants run on ``cpus`` (they were started pinned)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            if int(entry) == pid or int(fields[1]) == pid:
+                for task in os.listdir(f"/proc/{entry}/task"):
+                    os.sched_setaffinity(int(task), cpus)
+        except OSError:
+            continue
+
+
 def pin(cpus: set[int]) -> None:
     if (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cpus)
@@ -302,6 +316,8 @@ def main() -> int:
             ours_proc.stop()
             stock_proc.stop()
             pin({0, 1})
+            for helper in (sim.process, backend, redis):  # started on CPU 1 for cases 1-3
+                unpin_all(helper.pid, {0, 1})
             rurl = f"redis://127.0.0.1:{rport}/0"
             two_proc, two = start_proxy("proxy-ours2", ours_cfg, logs, {**env, "HEARTCODE_LIMITS_STORAGE": rurl,
                                         "HEARTCODE_REDIS_URL": rurl}, workers=2)  # fmt: skip
