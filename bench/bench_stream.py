@@ -67,6 +67,12 @@ def request(port: int, key: str, payload: bytes) -> bytes:
             b"authorization: Bearer %s\r\ncontent-length: %d\r\n\r\n%s" % (port, key.encode(), len(payload), payload))  # fmt: skip
 
 
+async def _plain_body(reader: asyncio.StreamReader, head: bytes) -> bytes:
+    """The body of an answer whose (lower-cased) ``head`` gives its content-length."""
+    start = head.index(b"content-length:") + len(b"content-length:")
+    return await reader.readexactly(int(head[start : head.index(b"\r\n", start)]))
+
+
 async def read_stream(reader: asyncio.StreamReader, arrivals: list[float] | None, deadline: float = float("inf")) -> int:
     """One chunked SSE response; returns its ``data:`` events that arrived before ``deadline``."""
     head = await reader.readuntil(b"\r\n\r\n")
@@ -74,9 +80,7 @@ async def read_stream(reader: asyncio.StreamReader, arrivals: list[float] | None
         raise RuntimeError(head.decode(errors="replace"))
     lower = head.lower()
     if b"transfer-encoding: chunked" not in lower:
-        start = lower.index(b"content-length:") + len(b"content-length:")
-        data = await reader.readexactly(int(lower[start : lower.index(b"\r\n", start)]))
-        return data.count(b"data: ")
+        return (await _plain_body(reader, lower)).count(b"data: ")
     events = 0
     while True:
         size = int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
@@ -105,8 +109,7 @@ async def count_stream(reader: asyncio.StreamReader, deadline: float) -> int:
         raise RuntimeError(head.decode(errors="replace"))
     lower = head.lower()
     if b"transfer-encoding: chunked" not in lower:  # a plain answer
-        start = lower.index(b"content-length:") + len(b"content-length:")
-        return (await reader.readexactly(int(lower[start : lower.index(b"\r\n", start)]))).count(b"data: ")
+        return (await _plain_body(reader, lower)).count(b"data: ")
     events, tail = 0, b""
     while True:
         block = await reader.read(1 << 16)
@@ -149,8 +152,8 @@ async def drive(port: int, key: str, payload: bytes, concurrency: int, seconds: 
     return done, events
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds used so far by ``pid`` and its descendants (a proxy's worker processes)."""
+def _family(pid: int) -> dict[int, float]:
+    """``pid`` and its descendants (a proxy's worker processes), each with the CPU seconds it used so far."""
     parents: dict[int, int] = {}
     used: dict[int, float] = {}
     for entry in os.listdir("/proc"):
@@ -166,19 +169,20 @@ def tree_cpu(pid: int) -> float:
         more = {p for p, parent in parents.items() if parent in family} - family
         family |= more
         grew = bool(more)
-    return sum(used.get(p, 0.0) for p in family)
+    return {p: used.get(p, 0.0) for p in family}
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and its descendants."""
+    return sum(_family(pid).values())
 
 
 def unpin_all(pid: int, cpus: set[int]) -> None:
     """Let ``pid``, its threads and its descendants run on ``cpus`` (they were started pinned)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for member in _family(pid):
         try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            if int(entry) == pid or int(fields[1]) == pid:
-                for task in os.listdir(f"/proc/{entry}/task"):
-                    os.sched_setaffinity(int(task), cpus)
+            for task in os.listdir(f"/proc/{member}/task"):
+                os.sched_setaffinity(int(task), cpus)
         except OSError:
             continue
 

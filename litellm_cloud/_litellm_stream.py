@@ -40,7 +40,7 @@ log = logging.getLogger("litellm_cloud.stream")
 _TEMPLATE = "_litellm_cloud_template"
 _SCALARS = (str, int, float, bool, type(None))
 #: What ``chunk_creator`` sets on the wrapper for a middle chunk (the template replays the values it left).
-_SETS = ("response_id", "_provider_response_model", "system_fingerprint", "intermittent_finish_reason")
+_SETS = frozenset({"response_id", "_provider_response_model", "system_fingerprint", "intermittent_finish_reason"})
 
 #: The ``CustomStreamWrapper`` methods whose outcome a template copy reproduces for a plain middle chunk,
 #: and a digest of the names each refers to (``names_digest``), measured on LiteLLM 1.103.7.
@@ -249,7 +249,7 @@ def middle_chunks_from_template() -> bool:
         result = original(self, chunk)
         if before is not None and result is not None and text is not None and _Template.fits(result, text):
             changed = {k for k, v in self.__dict__.items() if k not in before or before[k] is not v}
-            if changed <= set(_SETS) and all(isinstance(getattr(self, k), _SCALARS) for k in _SETS):
+            if changed <= _SETS and all(isinstance(getattr(self, k), _SCALARS) for k in _SETS):
                 self.__dict__[_TEMPLATE] = _Template(chunk, result, self)
         return result
 
