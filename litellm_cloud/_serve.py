@@ -12,6 +12,13 @@ Before uvicorn's own shutdown closes idle keep-alive connections, a drain (``DRA
 them: ``install_drain`` wraps ``uvicorn.Server.shutdown``. The gateway installs it from inside each serving
 process (worker processes are spawned: nothing patched in this launcher reaches them).
 
+Several workers (``--num_workers``): uvicorn binds one socket in its supervisor and every worker accepts
+from it, so the worker whose event loop wakes first takes every connection waiting (asyncio accepts up
+to a backlog's worth per wake-up). Clients and nginx keep connections open, so one worker ended up
+carrying most of the streams while the other idled (bench/bench_stream.py: 2 workers gave 1.38x one).
+``reuse_port_per_worker`` gives each worker a listening socket of its own on the same address
+(``SO_REUSEPORT``), and the kernel spreads new connections over them by address hash.
+
 ``freeze_heap`` takes what start-up built out of the garbage collector's reach. LiteLLM's import leaves
 about a million objects that live as long as the process; every full (generation 2) collection walked
 them all again, 0.4-1.0 s with the event loop stopped on a shared 2-core machine, and every request in
@@ -26,6 +33,7 @@ import functools
 import gc
 import os
 import socket
+import sys
 import time
 from typing import Any
 
@@ -52,6 +60,8 @@ def main() -> None:
         # The drain comes out of the grace: drain + wait for requests in flight <= grace, so the process
         # is gone (traces flushed) within grace + SHUTDOWN_MARGIN_S, compose's stop_grace_period.
         kwargs.setdefault("timeout_graceful_shutdown", max(1.0, grace - min(DRAIN_S, grace)))
+        if int(kwargs.get("workers") or 1) > 1:
+            reuse_port_per_worker()
         run(*args, **kwargs)
 
     uvicorn.run = graceful_run  # type: ignore[assignment]
@@ -71,6 +81,68 @@ def freeze_heap() -> int:
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()
+
+
+class _PortHolder(socket.socket):
+    """The supervisor's socket when each worker listens on its own: bound, so the port is this process
+    group's, but never listening, so the kernel gives connections only to workers that are serving.
+
+    A worker process receives it pickled (uvicorn spawns workers with their sockets as arguments) and
+    unpickles, instead of a copy of this socket, a new one bound to the same address (``_listener``).
+    """
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        return _listener, (self.family, self.getsockname())
+
+
+def _sharing_port(sock: socket.socket) -> socket.socket:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    return sock
+
+
+def _listener(family: int, address: tuple[Any, ...]) -> socket.socket:
+    """A worker's own socket on ``address``; uvicorn's ``create_server(sock=...)`` makes it listen."""
+    sock = _sharing_port(socket.socket(family, socket.SOCK_STREAM))
+    sock.bind(address)
+    return sock
+
+
+_PORT_MARK = "_litellm_cloud_reuse_port"
+
+
+def reuse_port_per_worker() -> bool:
+    """Make uvicorn's supervisor bind a ``_PortHolder`` for TCP addresses, so that each worker process
+    listens on a socket of its own (idempotent; false where the platform has no load-balancing
+    ``SO_REUSEPORT``: then the workers share uvicorn's one socket as before).
+
+    uvicorn's own ``bind_socket`` runs first and its socket is closed right after: it checks the
+    address (a port another process holds, even with ``SO_REUSEPORT``, fails there as "address in
+    use", so two proxies never share a port by accident) and logs where the proxy listens.
+    """
+    import uvicorn
+
+    if not sys.platform.startswith("linux") or not hasattr(socket, "SO_REUSEPORT"):
+        return False
+    bind = uvicorn.Config.bind_socket
+    if getattr(bind, _PORT_MARK, False):
+        return True
+
+    @functools.wraps(bind)
+    def bind_port_holder(self: uvicorn.Config) -> socket.socket:
+        checked = bind(self)
+        if self.uds is not None or self.fd is not None:
+            return checked
+        family, address = checked.family, checked.getsockname()
+        checked.close()
+        holder = _sharing_port(_PortHolder(family, socket.SOCK_STREAM))
+        holder.bind(address)
+        holder.set_inheritable(True)
+        return holder
+
+    setattr(bind_port_holder, _PORT_MARK, True)
+    uvicorn.Config.bind_socket = bind_port_holder  # type: ignore[method-assign]
+    return True
 
 
 _DRAIN_MARK = "_litellm_cloud_drain"

@@ -9,12 +9,15 @@ the test sends until both did); the event-loop lag histogram counts both workers
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -33,6 +36,11 @@ REQUESTS = 30
 @dataclass
 class Proxy:
     base: str
+    pid: int  # the supervisor (``litellm_cloud._serve``); the workers are its children
+
+    @property
+    def port(self) -> int:
+        return int(self.base.rsplit(":", 1)[1])
 
     def scrape(self) -> str:
         with httpx.Client(timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as client:
@@ -60,7 +68,8 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         # Two workers import LiteLLM at once: on a loaded 2-core machine that takes a while.
         proc, base = start_proxy("proxy", config, log_dir, env, workers=2, ready_timeout=240)
         procs.append(proc)
-        yield Proxy(base)
+        assert proc.pid is not None
+        yield Proxy(base, proc.pid)
     finally:
         for p in reversed(procs):
             p.stop()  # type: ignore[attr-defined]
@@ -137,6 +146,68 @@ def _plain(text: str, name: str) -> float:
     """The value of the unlabelled sample ``name``."""
     [value] = [float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " ")]
     return value
+
+
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def _tcp_inodes(port: int, state: str) -> set[int]:
+    """Inodes of TCP sockets whose local port is ``port``, in ``state`` (/proc/net/tcp: 0A listen, 01
+    established)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
+                inodes.add(int(fields[9]))
+    return inodes
+
+
+def test_each_worker_listens_on_a_socket_of_its_own_and_connections_spread(proxy: Proxy) -> None:
+    # One shared socket let the worker that woke first take every waiting connection (the other idled
+    # under long streams): each worker has its own SO_REUSEPORT listener, and the supervisor listens on none.
+    listening = _tcp_inodes(proxy.port, "0A")
+    workers = {pid: _socket_inodes(pid) for pid in _descendants(proxy.pid)}
+    serving = {pid: inodes & listening for pid, inodes in workers.items() if inodes & listening}
+    assert len(serving) == 2 and len(listening) == 2, (serving, listening)
+    assert not _socket_inodes(proxy.pid) & listening
+    held = [socket.create_connection(("127.0.0.1", proxy.port)) for _ in range(32)]  # one burst, held open
+    try:
+        def per_worker() -> list[int]:
+            established = _tcp_inodes(proxy.port, "01")
+            return [len(_socket_inodes(pid) & established) for pid in serving]
+
+        wait_until(lambda: sum(per_worker()) == 32, 10, "both workers to accept the 32 connections")
+        # The kernel spreads by address hash: a worker with under 4 of 32 has odds of about 1 in 10^5.
+        assert min(per_worker()) >= 4, per_worker()
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def test_memory_limits_with_several_workers_are_refused_at_start(tmp_path: object) -> None:
