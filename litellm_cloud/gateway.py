@@ -96,9 +96,10 @@ class Gateway:
 
     async def stop(self) -> None:
         """The gateway's part of the proxy's shutdown, once requests in flight have finished (their limits
-        settled as each ended): stop sampling the loop's lag, send the traces still queued, bounded, off
-        the event loop."""
+        settled as each ended): stop sampling the loop's lag and timing collections, send the traces
+        still queued, bounded, off the event loop."""
         await self.loop_lag.stop()
+        await self.gc_watch.stop()
         await asyncio.to_thread(self.observability_hook.close)
 
 

@@ -66,6 +66,16 @@ class GcWatch:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="litellm-cloud-gc-watch")
 
+    async def stop(self) -> None:
+        """Stop timing and draining, after reporting what was gathered (the gateway's shutdown calls it)."""
+        self.remove()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.drain()
+
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)

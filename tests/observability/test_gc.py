@@ -73,6 +73,20 @@ def test_the_background_task_moves_pauses_into_the_histogram() -> None:
     assert ("litellm_cloud_gc_pause_seconds_count", frozenset({("generation", "0")})) in samples
 
 
+def test_stop_reports_what_was_gathered_then_times_no_more(recorded: tuple[GcWatch, list[tuple[int, float]]]) -> None:
+    watch, seen = recorded
+
+    async def scenario() -> None:
+        watch.start()
+        gc.collect()  # gathered; the next drain would be a second away
+        await watch.stop()
+        gc.collect()
+
+    asyncio.run(scenario())
+    assert [gen for gen, _ in seen].count(2) == 1 and watch not in gc.callbacks
+    assert watch.drain() == 0
+
+
 def test_freeze_heap_freezes_what_survived_and_reports_the_count() -> None:
     metrics = Metrics()
     try:
