@@ -6,9 +6,9 @@ this process on first use from the process environment. Everything below it rece
 as arguments; nothing else reads the environment.
 
 One life cycle for the process: ``build_gateway`` installs LiteLLM's adaptations (``_litellm_compat``;
-the speed cuts, ``_litellm_speed`` and ``_litellm_stream``) and builds the parts; ``gateway()`` mounts our
-routes and calls ``Gateway.start``, which starts the background tasks (the revocation listener, the
-limiter's lease heartbeat, the fleet's ``/metrics`` scraper, the event-loop lag sampler, the
+the speed cuts, ``_litellm_speed``, ``_litellm_stream`` and ``_litellm_refusal``) and builds the parts;
+``gateway()`` mounts our routes and calls ``Gateway.start``, which starts the background tasks (the
+revocation listener, the limiter's lease heartbeat, the fleet's ``/metrics`` scraper, the event-loop lag sampler, the
 garbage-collection pause metrics) on the running event loop. Before that it freezes what start-up built
 out of the garbage collector's reach (``_serve.freeze_heap``, ``HEARTCODE_GC_FREEZE``).
 LiteLLM imports ``custom_auth`` inside its start-up (``proxy_startup_event`` loads the config), so that
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter
 
-from . import _litellm_compat, _litellm_speed, _litellm_stream, _serve, front
+from . import _litellm_compat, _litellm_refusal, _litellm_speed, _litellm_stream, _serve, front
 from ._config import Settings
 from .auth import AccessHook, Auth, build_auth
 from .fleet.hook import FleetHook
@@ -109,6 +109,7 @@ def build_gateway(settings: Settings, *, metrics_dir: str | None = None) -> Gate
     _litellm_compat.install()
     _litellm_speed.install()
     _litellm_stream.middle_chunks_from_template()
+    _litellm_refusal.skip_proxy_logging_of_refusals()
     install_keepalive_headers()
     metrics = Metrics(multiprocess_dir=metrics_dir)
     return Gateway(
