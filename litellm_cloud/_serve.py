@@ -146,6 +146,25 @@ def reuse_port_per_worker() -> bool:
 
 
 _DRAIN_MARK = "_litellm_cloud_drain"
+_CLOSE = (b"connection", b"close")
+
+
+def _close_after_answer(cycle: Any) -> None:
+    """Have a request in flight end its connection after the response, *saying so* in that response.
+
+    A cycle keeps the default headers of the moment it began, so one begun before the drain would
+    answer without "connection: close"; closing its connection after that answer (uvicorn's h11
+    protocol does, once ``keep_alive`` is false, without adding the header) leaves nginx thinking it
+    is reusable: nginx sends the next POST on it just as the close arrives, gets a reset or an EOF and
+    answers 502 (tests/deploy/test_restart.py, about 1 restart in 3 under load). So the header goes
+    into the answer itself. An answer already started cannot say it any more: that connection stays
+    open, and is retired by nginx's next request on it (answered with the header) or by nginx's
+    keepalive_timeout, both within ``DRAIN_S``.
+    """
+    if cycle is None or cycle.response_started or _CLOSE in cycle.default_headers:
+        return
+    cycle.default_headers = [*cycle.default_headers, _CLOSE]
+    cycle.keep_alive = False
 
 
 def install_drain(grace: float) -> None:
@@ -165,13 +184,11 @@ def install_drain(grace: float) -> None:
         # Every answer from now on says "connection: close", so each open connection ends after its next
         # response instead of being closed idle under a request nginx is sending (which nginx may not
         # resend: a POST). The main loop, which refreshes these headers, has stopped.
-        self.server_state.default_headers = [*self.server_state.default_headers, (b"connection", b"close")]
+        self.server_state.default_headers = [*self.server_state.default_headers, _CLOSE]
         deadline = time.monotonic() + min(DRAIN_S, grace)
         while self.server_state.connections and time.monotonic() < deadline and not self.force_exit:
             for connection in list(self.server_state.connections):
-                cycle = getattr(connection, "cycle", None)
-                if cycle is not None and not cycle.response_complete:
-                    cycle.keep_alive = False  # in flight: close once its response is complete
+                _close_after_answer(getattr(connection, "cycle", None))
             await asyncio.sleep(0.05)
         await shutdown(self, sockets)
 

@@ -181,3 +181,46 @@ def test_restarting_one_of_two_upstreams_loses_no_request(world: World, front: F
                 len(results), len(during), up - down, len(errors))  # fmt: skip
     assert len(during) >= 10, "the restart window should have seen traffic"
     assert errors == [], errors[:5]
+
+
+async def test_a_request_in_flight_when_the_drain_starts_is_answered_with_connection_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request begun before SIGTERM says "connection: close" in its answer, not only by closing after it:
+    nginx would otherwise keep the connection, send its next POST on it as the close arrives and answer
+    502 (the reset behind the flaky restart test above). uvicorn in-process on its h11 protocol, as the
+    proxy runs it."""
+    import asyncio
+
+    import uvicorn
+
+    from litellm_cloud import _serve
+
+    monkeypatch.setattr(uvicorn.Server, "shutdown", uvicorn.Server.shutdown)  # undone after the test
+    _serve.install_drain(grace=10.0)
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        assert scope["type"] == "http"
+        arrived.set()
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b"ok"})  # type: ignore[operator]
+
+    port = free_ports(1)[0]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, http="h11", lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
+    await asyncio.wait_for(arrived.wait(), 5)
+    server.should_exit = True  # what uvicorn's SIGTERM handler does
+    await asyncio.sleep(0.3)  # the main loop notices within 0.1 s; the drain marks the request in flight
+    release.set()
+    answer = await asyncio.wait_for(reader.read(), 5)  # the whole answer, then the proxy's close
+    writer.close()
+    await asyncio.wait_for(serving, 10)
+    head = answer.split(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 200") and b"\r\nconnection: close" in head, answer
