@@ -79,6 +79,7 @@ FIELDS: tuple[Field, ...] = (
     Field("HEARTCODE_METRICS_TOKEN", "", "Bearer token for /metrics; empty: master key only"),
     Field("HEARTCODE_SHUTDOWN_GRACE", "25", "seconds a stopping proxy lets requests and streams in flight finish"),
     Field("HEARTCODE_GC_FREEZE", "on", "on: after start-up, freeze what it built out of the garbage collector's reach, so a full collection walks only what serving allocated (pauses of ~1 s otherwise); off: to compare"),
+    Field("HEARTCODE_GC_THRESHOLD", "50000,20,10", "the garbage collector's thresholds in each serving process, gen0,gen1,gen2: a stream's chunks die before the collector walks them again (Python's 700,10,10 ran a ~90 ms full collection every second of stream load); off: leave the interpreter's"),
     Field("HEARTCODE_WORKERS", "1", "proxy worker processes: a count, or auto (the CPUs this process may use); more than 1 needs redis:// limits and HEARTCODE_REDIS_URL"),
 )
 _DEFAULTS = {f.env: f.default for f in FIELDS}
@@ -156,6 +157,17 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _gc_threshold(env: Mapping[str, str]) -> tuple[int, int, int] | None:
+    name = "HEARTCODE_GC_THRESHOLD"
+    value = _get(env, name).strip().lower()
+    if value == "off":
+        return None
+    parts = [p.strip() for p in value.split(",")]
+    if len(parts) != 3 or not all(p.isdigit() for p in parts) or int(parts[0]) < 1:
+        raise ConfigError(f"{name}={value!r}: expected three counts gen0,gen1,gen2 (gen0 at least 1), or off")
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
 def shutdown_grace(env: Mapping[str, str]) -> float:
     """``HEARTCODE_SHUTDOWN_GRACE``, validated (the proxy command reads it before anything else)."""
     return _number(env, "HEARTCODE_SHUTDOWN_GRACE", minimum=0.0)
@@ -188,6 +200,7 @@ class Settings:
     shutdown_grace: float = 25.0
     workers: int = 1
     gc_freeze: bool = True
+    gc_threshold: tuple[int, int, int] | None = (50000, 20, 10)
     base_dir: Path = field(default_factory=Path.cwd)
 
     def __post_init__(self) -> None:
@@ -264,5 +277,6 @@ class Settings:
             shutdown_grace=shutdown_grace(env),
             workers=workers,
             gc_freeze=_choice(env, "HEARTCODE_GC_FREEZE", ("on", "off")) == "on",
+            gc_threshold=_gc_threshold(env),
             base_dir=base,
         )

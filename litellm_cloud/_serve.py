@@ -83,6 +83,21 @@ def freeze_heap() -> int:
     return gc.get_freeze_count()
 
 
+def collect_less_often(threshold: tuple[int, int, int]) -> None:
+    """Set the collector's thresholds (``gc.set_threshold``) for a process that relays streams.
+
+    CPython counts a collection due when allocations outnumber deallocations by the first threshold
+    (700 by default). A relayed stream keeps every chunk until it ends (LiteLLM rebuilds the whole answer
+    for usage and traces), about a dozen tracked objects per chunk, so under stream load the count crosses
+    700 every few chunks, the live chunks survive into the older generations, and a full collection ran
+    about once a second, ~90 ms each with the event loop stopped (bench/README.md, 3 Dec 2026). With the
+    first threshold in the tens of thousands most chunks die (by reference count) before any collection
+    sees them twice: young collections of a few ms, rare older ones. Objects in reference cycles still go
+    at the next young collection; a larger first threshold only lets more of them wait for it.
+    """
+    gc.set_threshold(*threshold)
+
+
 class _PortHolder(socket.socket):
     """The supervisor's socket when each worker listens on its own: bound, so the port is this process
     group's, but never listening, so the kernel gives connections only to workers that are serving.

@@ -183,6 +183,11 @@ class Metrics:
             "Objects start-up moved out of the collector's reach (gc.freeze), summed over workers.", registry=r,
             multiprocess_mode="livesum",
         )  # fmt: skip
+        self._gc_threshold = Gauge(
+            "litellm_cloud_gc_threshold",
+            "The garbage collector's thresholds in force (HEARTCODE_GC_THRESHOLD), by generation.",
+            ["generation"], registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
         for generation in GC_GENERATIONS:
             self._gc_pause.labels(generation)
         for result in LANGFUSE_RESULTS:
@@ -277,6 +282,11 @@ class Metrics:
         """One garbage collection of ``generation`` (0-2) that took ``seconds``."""
         label = str(generation)
         self._gc_pause.labels(label if label in GC_GENERATIONS else OTHER).observe(max(0.0, seconds))
+
+    def gc_threshold(self, thresholds: tuple[int, ...]) -> None:
+        """The collector's thresholds this process runs with (``gc.get_threshold()``)."""
+        for generation, value in zip(GC_GENERATIONS, thresholds):
+            self._gc_threshold.labels(generation).set(value)
 
     def gc_frozen(self, count: int) -> None:
         """How many objects this process froze after start-up (``gc.freeze``)."""
