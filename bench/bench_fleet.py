@@ -8,9 +8,10 @@ open-loop (Poisson) arrivals, so the machine's noise hits both alike:
 
 - **ours**: ``queue_routing`` + ``vllm_priority`` on, Free refused at ``fleet_busy_at``;
 - **shuffle**: ``simple-shuffle``, no priority, no refusals (the fleet before issue 16);
-- with ``--gc-compare``, a third, **ours-gc-off**: ours with ``HEARTCODE_GC_FREEZE=off`` (the start-up heap
-  left to the garbage collector, as before issue 16c), on a third fleet; with ``--gc-threshold 700,50,10``
-  another, ours with LiteLLM's ``PYTHON_GC_THRESHOLD`` set so.
+- with ``--gc-compare``, two more on fleets of their own: **ours-gc-py**, ours with Python's collector
+  thresholds (``HEARTCODE_GC_THRESHOLD=off``, as before 3 Dec 2026), and **ours-gc-off**, also without the
+  start-up freeze (``HEARTCODE_GC_FREEZE=off``, as before issue 16c); with ``--gc-threshold 700,50,10``
+  another, ours with ``HEARTCODE_GC_THRESHOLD`` set so.
 
 Every proxy's garbage-collection pauses during phase 2 are read from its ``/metrics``.
 
@@ -288,8 +289,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="phase 1")
     parser.add_argument("--flood-seconds", type=float, default=60.0, help="each half of phase 2")
     parser.add_argument("--premium-rate", type=float, default=4.0, help="Premium req/s in phase 2")
-    parser.add_argument("--gc-compare", action="store_true", help="add ours with HEARTCODE_GC_FREEZE=off")
-    parser.add_argument("--gc-threshold", default="", help="add ours with LiteLLM's PYTHON_GC_THRESHOLD=gen0,gen1,gen2")
+    parser.add_argument("--gc-compare", action="store_true", help="add ours with Python's GC thresholds, and without the freeze too")
+    parser.add_argument("--gc-threshold", default="", help="add ours with HEARTCODE_GC_THRESHOLD=gen0,gen1,gen2")
     parser.add_argument("--dump", type=Path, help="write every phase 2 answer (JSON) here, to trace slow ones")
     args = parser.parse_args()
     secs, secs2 = args.seconds, args.flood_seconds
@@ -306,9 +307,10 @@ def main() -> int:
             watched = []
             variants = [("ours", True, {}), ("shuffle", False, {})]
             if args.gc_compare:
-                variants.insert(1, ("ours-gc-off", True, {"HEARTCODE_GC_FREEZE": "off"}))
+                variants.insert(1, ("ours-gc-off", True, {"HEARTCODE_GC_FREEZE": "off", "HEARTCODE_GC_THRESHOLD": "off"}))
+                variants.insert(1, ("ours-gc-py", True, {"HEARTCODE_GC_THRESHOLD": "off"}))
             if args.gc_threshold:
-                variants.insert(1, (f"ours-gc-{args.gc_threshold}", True, {"PYTHON_GC_THRESHOLD": args.gc_threshold}))
+                variants.insert(1, (f"ours-gc-{args.gc_threshold}", True, {"HEARTCODE_GC_THRESHOLD": args.gc_threshold}))
             for name, ours, extra in variants:
                 (logs / name).mkdir()
                 sim = SimFleet(logs / name).start()
@@ -327,6 +329,7 @@ def main() -> int:
             asyncio.run(drive(bases, [("warmup", PREMIUM, 4.0, [4])], 3.0))
             gc.collect()
             gc.freeze()  # the client's own start-up heap out of its collections, as the gateway does
+            gc.disable()  # and no collection of its own while it measures (as timeit does); enabled at the end
             client = ClientPauses()
 
             rate1 = 0.7 * 4 * BATCH_RATE / (sum(ANSWERS) / len(ANSWERS))
@@ -391,6 +394,7 @@ def main() -> int:
             print(f"- CPU during the flood (cores, of {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}): "
                   + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
         finally:
+            gc.enable()
             for proc in reversed(procs):
                 proc.stop()
     return 0

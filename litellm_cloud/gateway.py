@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter
 
-from . import _litellm_compat, _litellm_refusal, _litellm_speed, _litellm_stream, _serve, front
+from . import _litellm_compat, _litellm_refusal, _litellm_speed, _litellm_sse, _litellm_stream, _serve, front
 from ._config import Settings
 from .auth import AccessHook, Auth, build_auth
 from .fleet.hook import FleetHook
@@ -110,6 +110,7 @@ def build_gateway(settings: Settings, *, metrics_dir: str | None = None) -> Gate
     _litellm_compat.install()
     _litellm_speed.install()
     _litellm_stream.middle_chunks_from_template()
+    _litellm_sse.fast_chunk_serialization()
     _litellm_refusal.skip_proxy_logging_of_refusals()
     install_keepalive_headers()
     metrics = Metrics(multiprocess_dir=metrics_dir)

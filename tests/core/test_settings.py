@@ -20,7 +20,7 @@ def test_defaults() -> None:
     assert s.gc_freeze
     assert set(s.tiers) == {"free", "premium", "admin"}
     assert not Settings.from_env({"HEARTCODE_GC_FREEZE": "OFF"}, base_dir=REPO).gc_freeze
-    assert s.gc_threshold == (50000, 20, 10)
+    assert s.gc_threshold == (2000, 10, 100)
     assert Settings.from_env({"HEARTCODE_GC_THRESHOLD": "off"}, base_dir=REPO).gc_threshold is None
     assert Settings.from_env({"HEARTCODE_GC_THRESHOLD": " 700, 10 ,10"}, base_dir=REPO).gc_threshold == (700, 10, 10)
 
@@ -46,7 +46,7 @@ def test_secrets_never_show() -> None:
         ({"HEARTCODE_LIMITS_STORAGE": "redis+sentinel://s1:26379"}, "HEARTCODE_LIMITS_STORAGE: .*<service>"),
         ({"HEARTCODE_REDIS_URL": "sentinel://s1:26379/svc"}, "HEARTCODE_REDIS_URL=.*unknown scheme"),
         ({"HEARTCODE_GC_FREEZE": "yes"}, "expected one of on, off"),
-        ({"HEARTCODE_GC_THRESHOLD": "50000,20"}, "expected three counts gen0,gen1,gen2"),
+        ({"HEARTCODE_GC_THRESHOLD": "2000,10"}, "expected three counts gen0,gen1,gen2"),
         ({"HEARTCODE_GC_THRESHOLD": "0,10,10"}, "gen0 at least 1"),
         ({"HEARTCODE_GC_THRESHOLD": "big,10,10"}, "expected three counts"),
         ({"HEARTCODE_WORKERS": "0"}, "expected a count of at least 1, or auto"),

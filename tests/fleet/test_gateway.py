@@ -327,6 +327,6 @@ def test_the_start_up_heap_is_frozen_collections_are_rarer_and_their_pauses_meas
     samples = scrape(gw.base, MASTER_KEY)
     assert value(samples, "litellm_cloud_gc_frozen_objects") > 200_000  # LiteLLM's import alone leaves more
     # and it collects less often than Python's 700,10,10 (HEARTCODE_GC_THRESHOLD's default)
-    assert [value(samples, "litellm_cloud_gc_threshold", generation=g) for g in "012"] == [50000, 20, 10]
+    assert [value(samples, "litellm_cloud_gc_threshold", generation=g) for g in "012"] == [2000, 10, 100]
     wait_until(lambda: value(scrape(gw.base, MASTER_KEY), "litellm_cloud_gc_pause_seconds_count", generation="0") > 0,
                5, "/metrics to count young collections")  # fmt: skip
