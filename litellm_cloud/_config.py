@@ -79,7 +79,7 @@ FIELDS: tuple[Field, ...] = (
     Field("HEARTCODE_METRICS_TOKEN", "", "Bearer token for /metrics; empty: master key only"),
     Field("HEARTCODE_SHUTDOWN_GRACE", "25", "seconds a stopping proxy lets requests and streams in flight finish"),
     Field("HEARTCODE_GC_FREEZE", "on", "on: after start-up, freeze what it built out of the garbage collector's reach, so a full collection walks only what serving allocated (pauses of ~1 s otherwise); off: to compare"),
-    Field("HEARTCODE_GC_THRESHOLD", "2000,10,100", "the garbage collector's thresholds in each serving process, gen0,gen1,gen2: a stream's chunks die before the collector walks them again (Python's 700,10,10 ran a ~90 ms full collection every second of stream load); off: leave the interpreter's"),
+    Field("HEARTCODE_GC_THRESHOLD", "2000,10,100", "the garbage collector's thresholds in each serving process, gen0,gen1,gen2: full collections a hundred times rarer than Python's 700,10,10, which ran a ~90 ms one every second of stream load; off: leave the interpreter's"),
     Field("HEARTCODE_WORKERS", "1", "proxy worker processes: a count, or auto (the CPUs this process may use); more than 1 needs redis:// limits and HEARTCODE_REDIS_URL"),
 )
 _DEFAULTS = {f.env: f.default for f in FIELDS}

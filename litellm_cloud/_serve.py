@@ -86,14 +86,15 @@ def freeze_heap() -> int:
 def collect_less_often(threshold: tuple[int, int, int]) -> None:
     """Set the collector's thresholds (``gc.set_threshold``) for a process that relays streams.
 
-    CPython counts a collection due when allocations outnumber deallocations by the first threshold
-    (700 by default). A relayed stream keeps every chunk until it ends (LiteLLM rebuilds the whole answer
-    for usage and traces), about a dozen tracked objects per chunk, so under stream load the count crosses
-    700 every few chunks, the live chunks survive into the older generations, and a full collection ran
-    about once a second, ~90 ms each with the event loop stopped (bench/README.md, 3 Dec 2026). With the
-    first threshold in the tens of thousands most chunks die (by reference count) before any collection
-    sees them twice: young collections of a few ms, rare older ones. Objects in reference cycles still go
-    at the next young collection; a larger first threshold only lets more of them wait for it.
+    CPython counts a young collection due when allocations outnumber deallocations by the first threshold
+    (700 by default), an older one every tenth of those, a full one every tenth again. A relayed stream
+    keeps every chunk until it ends (LiteLLM rebuilds the whole answer for usage and traces), about a
+    dozen tracked objects per chunk, so the live chunks survive the young collections, pile into the old
+    generation, and a full collection ran about once a second under stream load, ~90 ms each with the
+    event loop stopped (bench/README.md, 3 Dec 2026). The gateway's default (2000,10,100) keeps young
+    collections short (~1 ms) and makes full ones a hundred times rarer; chunks that reach the old
+    generation are still freed by reference count when their stream ends. Garbage in reference cycles
+    that survives into the old generation waits longer for a full collection.
     """
     gc.set_threshold(*threshold)
 
