@@ -57,10 +57,6 @@ TOKENS = 400
 CHAT_SERVERS = ("gpu-1", "gpu-2", "gpu-3", "gpu-4")
 
 
-#: The workers case: how long the load generator waits between reads of one connection.
-POLL_S = 0.02
-
-
 def body(stream: bool, tokens: int = TOKENS) -> bytes:
     return json.dumps({"model": "heartcode-chat-sfw", "messages": [{"role": "user", "content": "hi"}],
                        "max_tokens": tokens, "stream": stream}).encode()  # fmt: skip
@@ -102,13 +98,11 @@ async def read_stream(reader: asyncio.StreamReader, arrivals: list[float] | None
 _END = b"\r\n0\r\n\r\n"
 
 
-async def count_stream(reader: asyncio.StreamReader, deadline: float, poll_s: float = 0.0) -> int:
+async def count_stream(reader: asyncio.StreamReader, deadline: float) -> int:
     """One chunked SSE response read in bulk (cheap for the load generator): ``data:`` events before ``deadline``.
 
     The answer ends with the zero-size chunk; JSON escapes line breaks, so the end marker cannot appear
-    inside an event. With ``poll_s`` the reader waits that long between reads, so one read takes many
-    chunks (the socket buffers them; the proxy never waits for the client) and the load generator costs
-    less of the cores it shares with the proxy.
+    inside an event.
     """
     head = await reader.readuntil(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200"):
@@ -128,12 +122,10 @@ async def count_stream(reader: asyncio.StreamReader, deadline: float, poll_s: fl
         if data.endswith(_END):
             return events
         tail = data[-8:]
-        if poll_s:
-            await asyncio.sleep(poll_s)
 
 
 async def drive(port: int, key: str, payload: bytes, concurrency: int, seconds: float,
-                gaps: list[float] | None = None, poll_s: float = 0.0) -> tuple[int, int]:
+                gaps: list[float] | None = None) -> tuple[int, int]:
     """(responses, data events) completed within ``seconds`` by ``concurrency`` keep-alive connections."""
     deadline = time.perf_counter() + seconds
     done = events = 0
@@ -146,7 +138,7 @@ async def drive(port: int, key: str, payload: bytes, concurrency: int, seconds: 
                 writer.write(request(port, key, payload))
                 arrivals: list[float] | None = [] if gaps is not None else None
                 if arrivals is None:
-                    n = await count_stream(reader, deadline, poll_s)  # not `events += await ...`: loses updates
+                    n = await count_stream(reader, deadline)  # not `events += await ...`: loses updates
                 else:
                     n = await read_stream(reader, arrivals, deadline)
                 events += n
@@ -345,7 +337,7 @@ def main() -> int:
                 asyncio.run(drive(port, KEY, stream, 4, 1.0))
                 start = _family(proc.pid)
                 before = (sum(start.values()), tree_cpu(sim.process.pid), sum(os.times()[:2]), time.perf_counter())
-                _, ev = asyncio.run(drive(port, KEY, stream, 32, args.seconds, poll_s=POLL_S))
+                _, ev = asyncio.run(drive(port, KEY, stream, 32, args.seconds))
                 end = _family(proc.pid)
                 after = (sum(end.values()), tree_cpu(sim.process.pid), sum(os.times()[:2]), time.perf_counter())
                 wall = after[3] - before[3]
@@ -359,8 +351,7 @@ def main() -> int:
                 return sum(shares[name][i::3]) / 2
 
             results.append("\n".join([
-                "## 1 vs 2 workers on 2 cores (ours, Redis limits; load generator on the same cores), concurrency 32",
-                f"(the load generator reads each connection every {POLL_S * 1000:.0f} ms, so it takes less of the two cores)", "",
+                "## 1 vs 2 workers on 2 cores (ours, Redis limits; load generator on the same cores), concurrency 32", "",
                 "| case | chunks/s | proxy cores | per process (each run) | simulator cores | load generator cores |",
                 "|---|---|---|---|---|---|",
                 *(f"| {name} | {rate:,.0f} | {cores(name, 0):.2f} | "
