@@ -350,6 +350,7 @@ def main() -> int:
             def cores(name: str, i: int) -> float:
                 return sum(shares[name][i::3]) / 2
 
+            per1, per2 = r1 / cores("1 worker", 0), r2 / cores("2 workers", 0)
             results.append("\n".join([
                 "## 1 vs 2 workers on 2 cores (ours, Redis limits; load generator on the same cores), concurrency 32", "",
                 "| case | chunks/s | proxy cores | per process (each run) | simulator cores | load generator cores |",
@@ -361,8 +362,7 @@ def main() -> int:
                 f"1 worker {r1:,.0f} chunks/s, 2 workers {r2:,.0f} chunks/s: **{r2 / r1:.2f}x** (target >= 1.7)", "",
                 # The load generator shares the two cores; chunks/s per core the proxy used says how well
                 # the workers themselves scale.
-                (f"per proxy core: 1 worker {r1 / cores('1 worker', 0):,.0f}, 2 workers {r2 / cores('2 workers', 0):,.0f} "
-                 f"chunks/s: **{(r2 / cores('2 workers', 0)) / (r1 / cores('1 worker', 0)):.2f}** of linear")]))  # fmt: skip
+                f"per proxy core: 1 worker {per1:,.0f}, 2 workers {per2:,.0f} chunks/s: **{per2 / per1:.2f}** of linear"]))  # fmt: skip
             print(results[-1], flush=True)
         print("\n\n".join(results))
         print("load after:", subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip())

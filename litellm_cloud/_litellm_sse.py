@@ -25,11 +25,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ._litellm_speed import referenced_names
+from ._litellm_speed import _MARK, referenced_names
 
 log = logging.getLogger("litellm_cloud.stream")
-
-_MARK = "_litellm_cloud_original"
 
 _MEASURED = {
     "_fast_serialize_simple_model_response_stream": frozenset(
@@ -61,7 +59,7 @@ _NAMES = frozenset({
 
 
 class _Reader:
-    """``getattr(obj, name, None)`` for the serializer's names, without pydantic's raise on a miss."""
+    """``getattr(obj, name, default)`` for the serializer's names, without pydantic's raise on a miss."""
 
     def __init__(self, base_model: type) -> None:
         self._base = base_model
@@ -76,28 +74,28 @@ class _Reader:
         private = getattr(cls, "__private_attributes__", {})
         return frozenset(n for n in _NAMES if n in private or hasattr(cls, n))
 
-    def get(self, obj: Any, name: str) -> Any:
+    def get(self, obj: Any, name: str, default: Any = None) -> Any:
         cls = type(obj)
         try:
             own = self._through_getattr[cls]
         except KeyError:
             own = self._through_getattr[cls] = self._plan(cls)
         if own is None or name in own:
-            return getattr(obj, name, None)
+            return getattr(obj, name, default)
         state = obj.__dict__
         if name in state:
             return state[name]
         extra = obj.__pydantic_extra__
         if extra and name in extra:
             return extra[name]
-        return None  # where pydantic raises AttributeError and getattr answers the default
+        return default  # where pydantic raises AttributeError and getattr answers the default
 
 
 def _serializer(reader: _Reader, dumps: Any) -> Any:
     get = reader.get
 
     def _fast_serialize_simple_model_response_stream(chunk: Any) -> bytes | None:
-        # LiteLLM 1.103.7's function, line for line, with ``get`` for ``getattr(..., None)``.
+        # LiteLLM 1.103.7's function, line for line, with ``get`` for ``getattr(obj, name, default)``.
         if (get(chunk, "provider_specific_fields") is not None or get(chunk, "system_fingerprint") is not None
                 or get(chunk, "usage") is not None):  # fmt: skip
             return None
@@ -119,9 +117,7 @@ def _serializer(reader: _Reader, dumps: Any) -> Any:
             delta_dict["role"] = role
         if content is not None:
             delta_dict["content"] = content
-        index = get(choice, "index")
-        choice_dict: dict[str, Any] = {"index": 0 if index is None and not _has(choice, "index") else index,
-                                       "delta": delta_dict}  # fmt: skip
+        choice_dict: dict[str, Any] = {"index": get(choice, "index", 0), "delta": delta_dict}
         finish_reason = get(choice, "finish_reason")
         if finish_reason is not None:
             choice_dict["finish_reason"] = finish_reason
@@ -141,15 +137,6 @@ def _serializer(reader: _Reader, dumps: Any) -> Any:
         return dumps(payload)  # type: ignore[no-any-return]
 
     return _fast_serialize_simple_model_response_stream
-
-
-def _has(obj: Any, name: str) -> bool:
-    """Whether ``getattr(obj, name)`` finds something (the original's ``index`` default is 0, not None)."""
-    try:
-        getattr(obj, name)
-    except AttributeError:
-        return False
-    return True
 
 
 def fast_chunk_serialization() -> bool:

@@ -83,8 +83,9 @@ def freeze_heap() -> int:
     return gc.get_freeze_count()
 
 
-def collect_less_often(threshold: tuple[int, int, int]) -> None:
-    """Set the collector's thresholds (``gc.set_threshold``) for a process that relays streams.
+def collect_less_often(threshold: tuple[int, int, int] | None) -> tuple[int, ...]:
+    """Set the collector's thresholds (``gc.set_threshold``) for a process that relays streams, unless
+    ``threshold`` is None (the interpreter's stay); returns the thresholds in force.
 
     CPython counts a young collection due when allocations outnumber deallocations by the first threshold
     (700 by default), an older one every tenth of those, a full one every tenth again. A relayed stream
@@ -96,7 +97,9 @@ def collect_less_often(threshold: tuple[int, int, int]) -> None:
     generation are still freed by reference count when their stream ends. Garbage in reference cycles
     that survives into the old generation waits longer for a full collection.
     """
-    gc.set_threshold(*threshold)
+    if threshold is not None:
+        gc.set_threshold(*threshold)
+    return gc.get_threshold()
 
 
 class _PortHolder(socket.socket):

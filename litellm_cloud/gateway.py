@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gc
 import logging
 import os
 from dataclasses import dataclass
@@ -142,9 +141,7 @@ def gateway() -> Gateway:
         # LiteLLM builds after this is small). Frozen, a full collection no longer walks it, and no longer
         # stops every request in flight for up to a second (``_serve.freeze_heap``, bench/README.md).
         built.metrics.gc_frozen(_serve.freeze_heap())
-    if built.settings.gc_threshold is not None:
-        _serve.collect_less_often(built.settings.gc_threshold)
-    built.metrics.gc_threshold(gc.get_threshold())
+    built.metrics.gc_threshold(_serve.collect_less_often(built.settings.gc_threshold))
     try:
         built.start()
     except RuntimeError:  # imported outside LiteLLM's start-up: say so rather than run without them
