@@ -185,3 +185,38 @@ def median(values: Sequence[float]) -> float:
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+
+def cpu_family(pid: int) -> dict[int, float]:
+    """``pid`` and its descendants (a proxy's worker processes), each with the CPU seconds it used so far."""
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry)] = int(fields[1])
+            used[int(entry)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    family, grew = {pid}, True
+    while grew:
+        more = {p for p, parent in parents.items() if parent in family} - family
+        family |= more
+        grew = bool(more)
+    return {p: used.get(p, 0.0) for p in family}
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and its descendants."""
+    return sum(cpu_family(pid).values())
+
+
+def unpin_all(pid: int, cpus: set[int]) -> None:
+    """Let ``pid``, its threads and its descendants run on ``cpus`` (they were started pinned)."""
+    for member in cpu_family(pid):
+        try:
+            for task in os.listdir(f"/proc/{member}/task"):
+                os.sched_setaffinity(int(task), cpus)
+        except OSError:
+            continue

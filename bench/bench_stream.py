@@ -28,10 +28,12 @@ import asyncio
 import itertools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -39,7 +41,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench._harness import UNLIMITED_TIERS, machine
+from bench._harness import UNLIMITED_TIERS, cpu_family, machine, tree_cpu, unpin_all
+from bench._load import stream_blast
 from tests.support import (
     MASTER_KEY,
     PYTHON,
@@ -152,41 +155,6 @@ async def drive(port: int, key: str, payload: bytes, concurrency: int, seconds: 
     return done, events
 
 
-def _family(pid: int) -> dict[int, float]:
-    """``pid`` and its descendants (a proxy's worker processes), each with the CPU seconds it used so far."""
-    parents: dict[int, int] = {}
-    used: dict[int, float] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            parents[int(entry)] = int(fields[1])
-            used[int(entry)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    family, grew = {pid}, True
-    while grew:
-        more = {p for p, parent in parents.items() if parent in family} - family
-        family |= more
-        grew = bool(more)
-    return {p: used.get(p, 0.0) for p in family}
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds used so far by ``pid`` and its descendants."""
-    return sum(_family(pid).values())
-
-
-def unpin_all(pid: int, cpus: set[int]) -> None:
-    """Let ``pid``, its threads and its descendants run on ``cpus`` (they were started pinned)."""
-    for member in _family(pid):
-        try:
-            for task in os.listdir(f"/proc/{member}/task"):
-                os.sched_setaffinity(int(task), cpus)
-        except OSError:
-            continue
-
-
 def pin(cpus: set[int]) -> None:
     if (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cpus)
@@ -202,11 +170,164 @@ def sim_speed(sim: SimFleet, tokens_per_s: float) -> None:
         sim.control(name, ttft_ms=0.0, tokens_per_s=tokens_per_s)
 
 
+@dataclass
+class Bench:
+    """What the cases share: the options, the helpers' processes, the rendered config, the results."""
+
+    args: argparse.Namespace
+    work: Path
+    sim: SimFleet
+    backend: ManagedProcess
+    redis: ManagedProcess
+    ours_cfg: Path
+    env: dict[str, str]
+    started: list[ManagedProcess]
+    results: list[str] = field(default_factory=list)
+
+    def report(self, *lines: str) -> None:
+        self.results.append("\n".join(lines))
+        print(self.results[-1], flush=True)
+
+
+def compared(b: Bench) -> dict[str, tuple[int, str]]:
+    """Start ``ours`` and ``stock`` pinned to CPU 0; {name: (port, key)}."""
+    stock = yaml.safe_load(b.ours_cfg.read_text())
+    stock["litellm_settings"].pop("callbacks")
+    stock["general_settings"].pop("custom_auth")
+    stock_cfg = b.work / "config-stock.yaml"
+    stock_cfg.write_text(yaml.safe_dump(stock, sort_keys=False))
+    pin({0})  # the two compared proxies inherit CPU 0
+    ours_proc, ours = start_proxy("proxy-ours", b.ours_cfg, b.work / "logs", b.env)
+    b.started.append(ours_proc)
+    sport = free_port()
+    stock_proc = ManagedProcess(
+        "proxy-stock", [PYTHON, "-m", "litellm.proxy.proxy_cli", "--config", str(stock_cfg), "--host", "127.0.0.1",
+                        "--port", str(sport)], log_dir=b.work / "logs", cwd=b.work,
+        env={**os.environ, "LITELLM_MASTER_KEY": MASTER_KEY, "LITELLM_LOG": "WARNING", "LITELLM_TELEMETRY": "False"},
+        ready=http_ok(f"http://127.0.0.1:{sport}/health/liveliness"), ready_timeout=120,
+    ).start()  # fmt: skip
+    b.started.append(stock_proc)
+    pin({1})
+    targets = {"ours": (int(ours.rsplit(":", 1)[1]), KEY), "stock": (sport, MASTER_KEY)}
+    for port, key in targets.values():
+        asyncio.run(drive(port, key, body(True), 2, 1.0))  # warm up (the key is validated once)
+    return targets
+
+
+def case_streams(b: Bench, targets: dict[str, tuple[int, str]]) -> float:
+    """1. chunks/s per core, both loaded at once on CPU 0; returns ours' best rate."""
+    stream = body(True)
+    lines = ["## Streams: chunks/s per core, ours and stock loaded at once on one pinned CPU",
+             f"{TOKENS}-token streams, instant simulator, {b.args.seconds:g} s per case", "",
+             "| conc | ours chunks/s | stock chunks/s | ours streams/s | stock streams/s | ours/stock |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    capacity = 0.0
+    for conc in (1, 8, 32):
+
+        async def both(c: int = conc) -> list[tuple[int, int]]:
+            return list(await asyncio.gather(*(drive(port, key, stream, c, b.args.seconds)
+                                               for port, key in targets.values())))  # fmt: skip
+
+        (od, oe), (sd, se) = asyncio.run(both())
+        ours_cps, stock_cps = oe / b.args.seconds, se / b.args.seconds
+        capacity = max(capacity, ours_cps)
+        lines.append(f"| {conc} | {ours_cps:,.0f} | {stock_cps:,.0f} | {od / b.args.seconds:.1f} | "
+                     f"{sd / b.args.seconds:.1f} | **{ours_cps / stock_cps:.2f}** |")  # fmt: skip
+        print(lines[-1], flush=True)
+    b.report(*lines)
+    return capacity
+
+
+def case_plain(b: Bench, targets: dict[str, tuple[int, str]]) -> None:
+    """2. non-streaming requests/s, the same two at once."""
+
+    async def plain_both() -> list[int]:
+        async def one(port: int, key: str) -> int:
+            return (await drive(port, key, body(False, 8), 8, b.args.seconds))[0]
+
+        return list(await asyncio.gather(*(one(port, key) for port, key in targets.values())))
+
+    o, s = asyncio.run(plain_both())
+    b.report("## Non-streaming (8-token answers), loaded at once on one pinned CPU, concurrency 8 each", "",
+             f"ours {o / b.args.seconds:.1f} req/s, stock {s / b.args.seconds:.1f} req/s: **ratio {o / s:.2f}** (target >= 1.0)")  # fmt: skip
+
+
+def case_itl(b: Bench, ours_port: int, capacity: float) -> None:
+    """3. added inter-token latency at half capacity, 50 tokens/s per stream."""
+    sim_speed(b.sim, 50.0)
+    conc = max(1, int(capacity / 2 / 50))
+    short = body(True, 100)
+    direct_gaps: list[float] = []
+    gw_gaps: list[float] = []
+    asyncio.run(drive(b.sim.ports["gpu-1"], "none", short, conc, b.args.seconds, direct_gaps))
+    asyncio.run(drive(ours_port, KEY, short, conc, b.args.seconds * 2, gw_gaps))
+    sim_speed(b.sim, 0.0)
+    b.report(f"## Inter-token latency, 50 tokens/s per stream, {conc} streams (half of ours' {capacity:,.0f} chunks/s)", "",
+             "| path | p50 ms | p99 ms |", "|---|---|---|",
+             f"| direct to the simulator | {pct(direct_gaps, 50):.2f} | {pct(direct_gaps, 99):.2f} |",
+             f"| through ours | {pct(gw_gaps, 50):.2f} | {pct(gw_gaps, 99):.2f} |", "",
+             (f"added by the gateway: p50 **{pct(gw_gaps, 50) - pct(direct_gaps, 50):+.2f} ms**, "
+              f"p99 **{pct(gw_gaps, 99) - pct(direct_gaps, 99):+.2f} ms**"))  # fmt: skip
+
+
+def case_workers(b: Bench, redis_port: int) -> None:
+    """4. 1 vs 2 workers on both cores, on Redis, loaded one after the other by the cheap load generator."""
+    pin({0, 1})
+    for helper in (b.sim.process, b.backend, b.redis):  # started on CPU 1 for cases 1-3
+        unpin_all(helper.pid, {0, 1})
+    rurl = f"redis://127.0.0.1:{redis_port}/0"
+    env = {**b.env, "HEARTCODE_LIMITS_STORAGE": rurl, "HEARTCODE_REDIS_URL": rurl}
+    procs = {}
+    for name, workers in (("2 workers", 2), ("1 worker", 1)):
+        proc, base = start_proxy(f"proxy-ours{workers}", b.ours_cfg, b.work / "logs", env, workers=workers)
+        b.started.append(proc)
+        procs[name] = (proc, int(base.rsplit(":", 1)[1]))
+    stream = body(True)
+    rates: dict[str, list[float]] = {}
+    shares: dict[str, list[float]] = {}
+    split: dict[str, list[list[float]]] = {}
+    for name in ("1 worker", "2 workers") * b.args.rounds:
+        proc, port = procs[name]
+        asyncio.run(drive(port, KEY, stream, 4, 1.0))
+        start = cpu_family(proc.pid)
+        before = (sum(start.values()), tree_cpu(b.sim.process.pid), sum(os.times()[:2]), time.perf_counter())
+        _, ev = stream_blast(port, request(port, KEY, stream), 32, b.args.seconds)
+        end = cpu_family(proc.pid)
+        after = (sum(end.values()), tree_cpu(b.sim.process.pid), sum(os.times()[:2]), time.perf_counter())
+        wall = after[3] - before[3]
+        rates.setdefault(name, []).append(ev / b.args.seconds)
+        shares.setdefault(name, []).extend((after[i] - before[i]) / wall for i in range(3))
+        # Each process of the proxy (supervisor included, ~0): how evenly the workers share the load.
+        split.setdefault(name, []).append(sorted(((end[p] - start.get(p, 0.0)) / wall for p in end), reverse=True))
+        time.sleep(1.0)  # the closed streams' clean-up stays out of the next window
+    r1, r2 = statistics.mean(rates["1 worker"]), statistics.mean(rates["2 workers"])
+
+    def cores(name: str, i: int) -> float:
+        return statistics.mean(shares[name][i::3])
+
+    per1, per2 = r1 / cores("1 worker", 0), r2 / cores("2 workers", 0)
+    b.report(
+        "## 1 vs 2 workers on 2 cores (ours, Redis limits; load generator on the same cores), concurrency 32", "",
+        f"{b.args.rounds} rounds of each, alternating; the load generator reads every 5 ms (bench/_load.py)", "",
+        "| case | chunks/s (each round) | proxy cores | per process (each round) | simulator cores | load generator cores |",
+        "|---|---|---|---|---|---|",
+        *(f"| {name} | {rate:,.0f} ({' / '.join(f'{r:,.0f}' for r in rates[name])}) | {cores(name, 0):.2f} | "
+          f"{' / '.join(' + '.join(f'{c:.2f}' for c in run if c >= 0.01) for run in split[name])} | "
+          f"{cores(name, 1):.2f} | {cores(name, 2):.2f} |"
+          for name, rate in (("1 worker", r1), ("2 workers", r2))), "",
+        f"1 worker {r1:,.0f} chunks/s, 2 workers {r2:,.0f} chunks/s: **{r2 / r1:.2f}x** (target >= 1.7)", "",
+        # The load generator shares the two cores; chunks/s per core the proxy used says how well
+        # the workers themselves scale.
+        f"per proxy core: 1 worker {per1:,.0f}, 2 workers {per2:,.0f} chunks/s: **{per2 / per1:.2f}** of linear")  # fmt: skip
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--rounds", type=int, default=3, help="rounds of the workers case (default 3)")
     p.add_argument("--skip-workers", action="store_true")
     p.add_argument("--skip-itl", action="store_true")
+    p.add_argument("--workers-only", action="store_true", help="only the workers case")
     args = p.parse_args()
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     print(f"machine: {machine()}")
@@ -222,7 +343,6 @@ def main() -> int:
     keys = work / "keys.yaml"
     keys.write_text(yaml.safe_dump([{"key": KEY, "user_id": "bench", "tier": "bench", "age_verified": True}]))
     started: list[ManagedProcess] = []
-    results: list[str] = []
     try:
         pin({1})
         sim = SimFleet(logs, extra_args=["--ttft-ms", "0", "--tokens-per-s", "0"]).start()
@@ -236,135 +356,19 @@ def main() -> int:
         redis = ManagedProcess("redis", ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
                                          "--appendonly", "no"], log_dir=logs, ready=lambda: port_open(rport)).start()  # fmt: skip
         started.append(redis)
-
-        ours_cfg = render_test_config(work / "config.yaml", sim.endpoints, health_check_interval=0)
-        stock = yaml.safe_load(ours_cfg.read_text())
-        stock["litellm_settings"].pop("callbacks")
-        stock["general_settings"].pop("custom_auth")
-        stock_cfg = work / "config-stock.yaml"
-        stock_cfg.write_text(yaml.safe_dump(stock, sort_keys=False))
-        env = {"HEARTCODE_BACKEND_URL": f"http://127.0.0.1:{bport}", "HEARTCODE_TIERS_FILE": str(tiers)}
-
-        pin({0})  # the two compared proxies inherit CPU 0
-        ours_proc, ours = start_proxy("proxy-ours", ours_cfg, logs, env)
-        started.append(ours_proc)
-        sport = free_port()
-        stock_proc = ManagedProcess(
-            "proxy-stock", [PYTHON, "-m", "litellm.proxy.proxy_cli", "--config", str(stock_cfg), "--host", "127.0.0.1",
-                            "--port", str(sport)], log_dir=logs, cwd=work,
-            env={**os.environ, "LITELLM_MASTER_KEY": MASTER_KEY, "LITELLM_LOG": "WARNING", "LITELLM_TELEMETRY": "False"},
-            ready=http_ok(f"http://127.0.0.1:{sport}/health/liveliness"), ready_timeout=120,
-        ).start()  # fmt: skip
-        started.append(stock_proc)
-        pin({1})
-        targets = {"ours": (int(ours.rsplit(":", 1)[1]), KEY), "stock": (sport, MASTER_KEY)}
-
-        # 1. chunks/s per core, both loaded at once on CPU 0.
-        stream = body(True)
-        for port, key in targets.values():
-            asyncio.run(drive(port, key, stream, 2, 1.0))  # warm up (the key is validated once)
-        lines = ["## Streams: chunks/s per core, ours and stock loaded at once on one pinned CPU",
-                 f"{TOKENS}-token streams, instant simulator, {args.seconds:g} s per case", "",
-                 "| conc | ours chunks/s | stock chunks/s | ours streams/s | stock streams/s | ours/stock |",
-                 "|---|---|---|---|---|---|"]  # fmt: skip
-        capacity = 0.0
-        for conc in (1, 8, 32):
-
-            async def both(c: int = conc) -> list[tuple[int, int]]:
-                return list(await asyncio.gather(*(drive(port, key, stream, c, args.seconds)
-                                                   for port, key in targets.values())))  # fmt: skip
-
-            (od, oe), (sd, se) = asyncio.run(both())
-            ours_cps, stock_cps = oe / args.seconds, se / args.seconds
-            capacity = max(capacity, ours_cps)
-            lines.append(f"| {conc} | {ours_cps:,.0f} | {stock_cps:,.0f} | {od / args.seconds:.1f} | "
-                         f"{sd / args.seconds:.1f} | **{ours_cps / stock_cps:.2f}** |")  # fmt: skip
-            print(lines[-1], flush=True)
-        results.append("\n".join(lines))
-
-        # 2. non-streaming, the same two at once.
-        async def plain_both() -> list[int]:
-            async def one(port: int, key: str) -> int:
-                return (await drive(port, key, body(False, 8), 8, args.seconds))[0]
-
-            return list(await asyncio.gather(*(one(port, key) for port, key in targets.values())))
-
-        o, s = asyncio.run(plain_both())
-        results.append("\n".join([
-            "## Non-streaming (8-token answers), loaded at once on one pinned CPU, concurrency 8 each", "",
-            f"ours {o / args.seconds:.1f} req/s, stock {s / args.seconds:.1f} req/s: **ratio {o / s:.2f}** (target >= 1.0)"]))  # fmt: skip
-        print(results[-1], flush=True)
-
-        # 3. added inter-token latency at half capacity, 50 tokens/s per stream.
-        if not args.skip_itl:
-            sim_speed(sim, 50.0)
-            conc = max(1, int(capacity / 2 / 50))
-            short = body(True, 100)
-            direct_gaps: list[float] = []
-            gw_gaps: list[float] = []
-            sim_port = sim.ports["gpu-1"]
-            asyncio.run(drive(sim_port, "none", short, conc, args.seconds, direct_gaps))
-            asyncio.run(drive(targets["ours"][0], KEY, short, conc, args.seconds * 2, gw_gaps))
-            sim_speed(sim, 0.0)
-            results.append("\n".join([
-                f"## Inter-token latency, 50 tokens/s per stream, {conc} streams (half of ours' {capacity:,.0f} chunks/s)", "",
-                "| path | p50 ms | p99 ms |", "|---|---|---|",
-                f"| direct to the simulator | {pct(direct_gaps, 50):.2f} | {pct(direct_gaps, 99):.2f} |",
-                f"| through ours | {pct(gw_gaps, 50):.2f} | {pct(gw_gaps, 99):.2f} |", "",
-                (f"added by the gateway: p50 **{pct(gw_gaps, 50) - pct(direct_gaps, 50):+.2f} ms**, "
-                 f"p99 **{pct(gw_gaps, 99) - pct(direct_gaps, 99):+.2f} ms**")]))  # fmt: skip
-            print(results[-1], flush=True)
-
-        # 4. 1 vs 2 workers on both cores.
+        b = Bench(args, work, sim, backend, redis, render_test_config(work / "config.yaml", sim.endpoints, health_check_interval=0),
+                  {"HEARTCODE_BACKEND_URL": f"http://127.0.0.1:{bport}", "HEARTCODE_TIERS_FILE": str(tiers)}, started)  # fmt: skip
+        if not args.workers_only:
+            targets = compared(b)
+            capacity = case_streams(b, targets)
+            case_plain(b, targets)
+            if not args.skip_itl:
+                case_itl(b, targets["ours"][0], capacity)
+            for proc in started[3:]:
+                proc.stop()
         if not args.skip_workers:
-            ours_proc.stop()
-            stock_proc.stop()
-            pin({0, 1})
-            for helper in (sim.process, backend, redis):  # started on CPU 1 for cases 1-3
-                unpin_all(helper.pid, {0, 1})
-            rurl = f"redis://127.0.0.1:{rport}/0"
-            two_proc, two = start_proxy("proxy-ours2", ours_cfg, logs, {**env, "HEARTCODE_LIMITS_STORAGE": rurl,
-                                        "HEARTCODE_REDIS_URL": rurl}, workers=2)  # fmt: skip
-            started.append(two_proc)
-            one_proc, one = start_proxy("proxy-ours1", ours_cfg, logs, {**env, "HEARTCODE_LIMITS_STORAGE": rurl,
-                                        "HEARTCODE_REDIS_URL": rurl}, workers=1)  # fmt: skip
-            started.append(one_proc)
-            rates: dict[str, list[float]] = {}
-            shares: dict[str, list[float]] = {}
-            split: dict[str, list[list[float]]] = {}
-            for name, proc in (("1 worker", one_proc), ("2 workers", two_proc)) * 2:
-                port = int((one if proc is one_proc else two).rsplit(":", 1)[1])
-                asyncio.run(drive(port, KEY, stream, 4, 1.0))
-                start = _family(proc.pid)
-                before = (sum(start.values()), tree_cpu(sim.process.pid), sum(os.times()[:2]), time.perf_counter())
-                _, ev = asyncio.run(drive(port, KEY, stream, 32, args.seconds))
-                end = _family(proc.pid)
-                after = (sum(end.values()), tree_cpu(sim.process.pid), sum(os.times()[:2]), time.perf_counter())
-                wall = after[3] - before[3]
-                rates.setdefault(name, []).append(ev / args.seconds)
-                shares.setdefault(name, []).extend((after[i] - before[i]) / wall for i in range(3))
-                # Each process of the proxy (supervisor included, ~0): how evenly the workers share the load.
-                split.setdefault(name, []).append(sorted(((end[p] - start.get(p, 0.0)) / wall for p in end), reverse=True))
-            r1, r2 = sum(rates["1 worker"]) / 2, sum(rates["2 workers"]) / 2
-
-            def cores(name: str, i: int) -> float:
-                return sum(shares[name][i::3]) / 2
-
-            per1, per2 = r1 / cores("1 worker", 0), r2 / cores("2 workers", 0)
-            results.append("\n".join([
-                "## 1 vs 2 workers on 2 cores (ours, Redis limits; load generator on the same cores), concurrency 32", "",
-                "| case | chunks/s | proxy cores | per process (each run) | simulator cores | load generator cores |",
-                "|---|---|---|---|---|---|",
-                *(f"| {name} | {rate:,.0f} | {cores(name, 0):.2f} | "
-                  f"{' / '.join(' + '.join(f'{c:.2f}' for c in run if c >= 0.01) for run in split[name])} | "
-                  f"{cores(name, 1):.2f} | {cores(name, 2):.2f} |"
-                  for name, rate in (("1 worker", r1), ("2 workers", r2))), "",
-                f"1 worker {r1:,.0f} chunks/s, 2 workers {r2:,.0f} chunks/s: **{r2 / r1:.2f}x** (target >= 1.7)", "",
-                # The load generator shares the two cores; chunks/s per core the proxy used says how well
-                # the workers themselves scale.
-                f"per proxy core: 1 worker {per1:,.0f}, 2 workers {per2:,.0f} chunks/s: **{per2 / per1:.2f}** of linear"]))  # fmt: skip
-            print(results[-1], flush=True)
-        print("\n\n".join(results))
+            case_workers(b, rport)
+        print("\n\n".join(b.results))
         print("load after:", subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip())
         return 0
     finally:
