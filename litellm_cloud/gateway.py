@@ -6,7 +6,8 @@ this process on first use from the process environment. Everything below it rece
 as arguments; nothing else reads the environment.
 
 One life cycle for the process: ``build_gateway`` installs LiteLLM's adaptations (``_litellm_compat``;
-the speed cuts, ``_litellm_speed``, ``_litellm_stream`` and ``_litellm_refusal``) and builds the parts;
+the speed cuts, ``_litellm_speed``, ``_litellm_stream``, ``_litellm_sse``, ``_litellm_router`` and
+``_litellm_refusal``) and builds the parts;
 ``gateway()`` mounts our routes and calls ``Gateway.start``, which starts the background tasks (the
 revocation listener, the limiter's lease heartbeat, the fleet's ``/metrics`` scraper, the event-loop lag sampler, the
 garbage-collection pause metrics) on the running event loop. Before that it freezes what start-up built
@@ -39,7 +40,16 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter
 
-from . import _litellm_compat, _litellm_refusal, _litellm_speed, _litellm_sse, _litellm_stream, _serve, front
+from . import (
+    _litellm_compat,
+    _litellm_refusal,
+    _litellm_router,
+    _litellm_speed,
+    _litellm_sse,
+    _litellm_stream,
+    _serve,
+    front,
+)
 from ._config import Settings
 from .auth import AccessHook, Auth, build_auth
 from .fleet.hook import FleetHook
@@ -111,6 +121,7 @@ def build_gateway(settings: Settings, *, metrics_dir: str | None = None) -> Gate
     _litellm_stream.middle_chunks_from_template()
     _litellm_sse.fast_chunk_serialization()
     _litellm_refusal.skip_proxy_logging_of_refusals()
+    _litellm_router.skip_untracked_deployment_usage()
     install_keepalive_headers()
     metrics = Metrics(multiprocess_dir=metrics_dir)
     return Gateway(
