@@ -15,7 +15,7 @@ import selectors
 import socket
 import time
 
-_END = b"\r\n0\r\n\r\n"  # the zero-size chunk that ends a chunked answer (JSON escapes line breaks)
+END = b"\r\n0\r\n\r\n"  # the zero-size chunk that ends a chunked answer (JSON escapes line breaks)
 _EVENT = b"data: "
 
 
@@ -50,7 +50,7 @@ class _Conn:
         data = self.tail + block
         events = data.count(_EVENT) - self.tail.count(_EVENT)
         self.tail = data[-8:]
-        return events, data.endswith(_END)
+        return events, data.endswith(END)
 
 
 def stream_blast(port: int, request: bytes, concurrency: int, seconds: float, tick: float = 0.005) -> tuple[int, int]:

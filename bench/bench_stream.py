@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench._harness import UNLIMITED_TIERS, cpu_family, machine, tree_cpu, unpin_all
-from bench._load import stream_blast
+from bench._load import END, stream_blast
 from tests.support import (
     MASTER_KEY,
     PYTHON,
@@ -98,9 +98,6 @@ async def read_stream(reader: asyncio.StreamReader, arrivals: list[float] | None
             arrivals.append(now)
 
 
-_END = b"\r\n0\r\n\r\n"
-
-
 async def count_stream(reader: asyncio.StreamReader, deadline: float) -> int:
     """One chunked SSE response read in bulk (cheap for the load generator): ``data:`` events before ``deadline``.
 
@@ -122,7 +119,7 @@ async def count_stream(reader: asyncio.StreamReader, deadline: float) -> int:
         n = data.count(b"data: ") - tail.count(b"data: ")
         if time.perf_counter() < deadline:
             events += n
-        if data.endswith(_END):
+        if data.endswith(END):
             return events
         tail = data[-8:]
 
@@ -179,6 +176,7 @@ class Bench:
     sim: SimFleet
     backend: ManagedProcess
     redis: ManagedProcess
+    redis_url: str
     ours_cfg: Path
     env: dict[str, str]
     started: list[ManagedProcess]
@@ -270,13 +268,12 @@ def case_itl(b: Bench, ours_port: int, capacity: float) -> None:
               f"p99 **{pct(gw_gaps, 99) - pct(direct_gaps, 99):+.2f} ms**"))  # fmt: skip
 
 
-def case_workers(b: Bench, redis_port: int) -> None:
+def case_workers(b: Bench) -> None:
     """4. 1 vs 2 workers on both cores, on Redis, loaded one after the other by the cheap load generator."""
     pin({0, 1})
     for helper in (b.sim.process, b.backend, b.redis):  # started on CPU 1 for cases 1-3
         unpin_all(helper.pid, {0, 1})
-    rurl = f"redis://127.0.0.1:{redis_port}/0"
-    env = {**b.env, "HEARTCODE_LIMITS_STORAGE": rurl, "HEARTCODE_REDIS_URL": rurl}
+    env = {**b.env, "HEARTCODE_LIMITS_STORAGE": b.redis_url, "HEARTCODE_REDIS_URL": b.redis_url}
     procs = {}
     for name, workers in (("2 workers", 2), ("1 worker", 1)):
         proc, base = start_proxy(f"proxy-ours{workers}", b.ours_cfg, b.work / "logs", env, workers=workers)
@@ -356,18 +353,19 @@ def main() -> int:
         redis = ManagedProcess("redis", ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
                                          "--appendonly", "no"], log_dir=logs, ready=lambda: port_open(rport)).start()  # fmt: skip
         started.append(redis)
-        b = Bench(args, work, sim, backend, redis, render_test_config(work / "config.yaml", sim.endpoints, health_check_interval=0),
+        b = Bench(args, work, sim, backend, redis, f"redis://127.0.0.1:{rport}/0", render_test_config(work / "config.yaml", sim.endpoints, health_check_interval=0),
                   {"HEARTCODE_BACKEND_URL": f"http://127.0.0.1:{bport}", "HEARTCODE_TIERS_FILE": str(tiers)}, started)  # fmt: skip
         if not args.workers_only:
+            helpers = len(started)
             targets = compared(b)
             capacity = case_streams(b, targets)
             case_plain(b, targets)
             if not args.skip_itl:
                 case_itl(b, targets["ours"][0], capacity)
-            for proc in started[3:]:
+            for proc in started[helpers:]:  # ours and stock
                 proc.stop()
         if not args.skip_workers:
-            case_workers(b, rport)
+            case_workers(b)
         print("\n\n".join(b.results))
         print("load after:", subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip())
         return 0
